@@ -1,0 +1,3 @@
+"""Vocalis: self-hosted voice and chat AI agents."""
+
+__version__ = "0.1.0"

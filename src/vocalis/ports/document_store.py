@@ -1,0 +1,86 @@
+"""Document store port: conversations, messages, events, analyses.
+
+Every operation takes the `org_id` of the caller; adapters add it to each filter and to
+each stored document, so no call can reach another organisation's documents.
+
+Filters are a small, portable subset of MongoDB's query language that every adapter
+implements: equality on a (dotted) field, and the operators `$in`, `$nin`, `$ne`, `$gt`,
+`$gte`, `$lt`, `$lte`, `$exists`. Updates support `$set`, `$unset`, `$inc` and `$push`.
+Documents are JSON-compatible dicts with a string `_id`; datetimes are stored as
+ISO-8601 strings by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+Document = dict[str, Any]
+Filter = Mapping[str, Any]
+Sort = Sequence[tuple[str, int]]  # (field, 1 ascending | -1 descending)
+
+
+class DuplicateKey(ValueError):
+    """An insert collided with an existing `_id` or unique index."""
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    """Org-scoped JSON documents in named collections."""
+
+    name: str
+
+    async def insert(self, collection: str, org_id: str, doc: Document) -> Document:
+        """Insert one document (must carry `_id`); returns it with `org_id` set."""
+        ...
+
+    async def insert_many(self, collection: str, org_id: str, docs: Sequence[Document]) -> int:
+        """Insert several documents; returns how many were inserted."""
+        ...
+
+    async def get(self, collection: str, org_id: str, doc_id: str) -> Document | None:
+        """One document by `_id`, or None."""
+        ...
+
+    async def find_one(self, collection: str, org_id: str, filter: Filter) -> Document | None:
+        """The first document matching `filter`, or None."""
+        ...
+
+    async def find(
+        self,
+        collection: str,
+        org_id: str,
+        filter: Filter | None = None,
+        *,
+        sort: Sort = (),
+        limit: int | None = None,
+        skip: int = 0,
+    ) -> list[Document]:
+        """Documents matching `filter` in `sort` order."""
+        ...
+
+    async def count(self, collection: str, org_id: str, filter: Filter | None = None) -> int:
+        """How many documents match."""
+        ...
+
+    async def update_one(
+        self, collection: str, org_id: str, filter: Filter, update: Mapping[str, Any]
+    ) -> bool:
+        """Apply `update` to the first match; returns whether one matched."""
+        ...
+
+    async def delete_many(self, collection: str, org_id: str, filter: Filter | None = None) -> int:
+        """Delete every match; returns how many were deleted."""
+        ...
+
+    async def ensure_indexes(self, collection: str, fields: Sequence[Sequence[tuple[str, int]]]) -> None:
+        """Create the compound indexes (each prefixed by org_id) if missing."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the backend is unreachable."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,28 @@
+"""Secrets port: code asks for a secret by name and never reads it from settings."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+class SecretNotFound(KeyError):
+    """No secret of that name is configured."""
+
+
+@runtime_checkable
+class SecretProvider(Protocol):
+    """Reads (and where supported writes) named secrets."""
+
+    name: str
+
+    async def get(self, path: str) -> str:
+        """The secret at `path` (e.g. `llm/openai_api_key`); raises `SecretNotFound`."""
+        ...
+
+    async def get_optional(self, path: str) -> str | None:
+        """The secret at `path`, or None."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the backend is unreachable."""
+        ...
