@@ -1,7 +1,9 @@
-"""Suite-wide fixtures; the service fixtures live in tests/fixtures/."""
+"""Suite-wide fixtures; the real-server fixtures live in tests/fixtures/."""
 
 from __future__ import annotations
 
 pytest_plugins = [
     "tests.fixtures.services",
+    "tests.fixtures.seaweedfs",
+    "tests.fixtures.mongo_wire",
 ]

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
 
     # --- process -----------------------------------------------------------------------
     env: Literal["development", "test", "production"] = setting(
-        "development", "Deployment environment; production refuses embedded fallbacks.", "production"
+        "development",
+        "Deployment environment; production refuses embedded fallbacks.",
+        "production",
     )
     host: str = setting("127.0.0.1", "Interface the API server binds to.", "0.0.0.0")
     port: int = setting(8000, "Port the API server listens on.", "8080")
@@ -51,7 +53,8 @@ class Settings(BaseSettings):
         "/var/lib/vocalis",
     )
     public_base_url: str = setting(
-        "", "Base URL clients use to reach the API (used in links); empty = derived.",
+        "",
+        "Base URL clients use to reach the API (used in links); empty = derived.",
         "https://vocalis.example.com",
     )
 
@@ -82,20 +85,32 @@ class Settings(BaseSettings):
         "s3://vocalis-objects",
     )
     s3_endpoint_url: str = setting(
-        "", "S3 endpoint for S3-compatible servers (MinIO, SeaweedFS); empty = AWS.",
+        "",
+        "S3 endpoint for S3-compatible servers (MinIO, SeaweedFS); empty = AWS.",
         "http://minio:9000",
     )
     s3_region: str = setting("us-east-1", "S3 region.", "eu-west-1")
 
     # --- secrets -----------------------------------------------------------------------
     secrets_backend: Literal["env", "vault"] = setting(
-        "env", "Where secrets are read from: the environment (`env`) or Vault (`vault`).",
+        "env",
+        "Where secrets are read from: the environment (`env`) or Vault (`vault`).",
         "vault",
+    )
+
+    flags: dict[str, bool | int | float | str] = setting(
+        {},
+        "JSON object overriding feature-flag defaults for this deployment "
+        "(see the feature-flag table).",
+        '{"voice.recording": false}',
     )
 
     # --- HTTP and limits ---------------------------------------------------------------
     max_request_body_bytes: int = setting(
         1_048_576, "Largest JSON request body accepted, in bytes.", "2097152"
+    )
+    max_upload_bytes: int = setting(
+        52_428_800, "Largest multipart upload (documents, audio) accepted, in bytes.", "104857600"
     )
     rate_limit_per_minute: int = setting(
         600, "Requests each API key may make per minute (token-bucket refill rate).", "1200"
@@ -104,7 +119,8 @@ class Settings(BaseSettings):
         100, "Bucket size: requests an API key may make at once before being limited.", "200"
     )
     cors_origins: str = setting(
-        "", "Comma-separated origins allowed by CORS; empty disables CORS.",
+        "",
+        "Comma-separated origins allowed by CORS; empty disables CORS.",
         "https://app.example.com",
     )
     outbound_allowlist: str = setting(
@@ -121,14 +137,13 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = setting(
         "json", "Log line format: JSON for machines or coloured console for people.", "console"
     )
-    redact_pii: bool = setting(
-        True, "Redact PII in logs and stored redacted transcripts.", "true"
-    )
+    redact_pii: bool = setting(True, "Redact PII in logs and stored redacted transcripts.", "true")
     otel_exporter: Literal["none", "console", "otlp"] = setting(
         "none", "Where traces go: nowhere, the console, or an OTLP/HTTP collector.", "otlp"
     )
     otel_endpoint: str = setting(
-        "http://127.0.0.1:4318/v1/traces", "OTLP/HTTP traces endpoint.",
+        "http://127.0.0.1:4318/v1/traces",
+        "OTLP/HTTP traces endpoint.",
         "http://otel-collector:4318/v1/traces",
     )
     service_name: str = setting("vocalis", "Service name on traces and metrics.", "vocalis-api")

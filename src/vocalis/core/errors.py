@@ -35,25 +35,33 @@ def register(code: str, status: int, title: str, when: str, *, retryable: bool =
 
 # --- request shape ----------------------------------------------------------------------
 VALIDATION_FAILED = register(
-    "validation_failed", 422, "Request validation failed",
+    "validation_failed",
+    422,
+    "Request validation failed",
     "The body, query or path parameters do not match the documented schema.",
 )
 MALFORMED_JSON = register(
     "malformed_json", 400, "Malformed JSON", "The request body is not valid JSON."
 )
 UNSUPPORTED_MEDIA_TYPE = register(
-    "unsupported_media_type", 415, "Unsupported media type",
+    "unsupported_media_type",
+    415,
+    "Unsupported media type",
     "The Content-Type is not one this endpoint accepts.",
 )
 PAYLOAD_TOO_LARGE = register(
-    "payload_too_large", 413, "Payload too large",
+    "payload_too_large",
+    413,
+    "Payload too large",
     "The request body exceeds the configured size limit.",
 )
 ROUTE_NOT_FOUND = register(
     "route_not_found", 404, "No such route", "No endpoint exists at this path."
 )
 METHOD_NOT_ALLOWED = register(
-    "method_not_allowed", 405, "Method not allowed",
+    "method_not_allowed",
+    405,
+    "Method not allowed",
     "The path exists but does not accept this HTTP method.",
 )
 INVALID_CURSOR = register(
@@ -65,26 +73,36 @@ BAD_REQUEST = register(
 
 # --- auth -------------------------------------------------------------------------------
 AUTH_MISSING = register(
-    "auth_missing", 401, "Authentication required",
+    "auth_missing",
+    401,
+    "Authentication required",
     "No `Authorization: Bearer <api key>` header was sent.",
 )
 AUTH_INVALID = register(
-    "auth_invalid", 401, "Invalid credentials",
+    "auth_invalid",
+    401,
+    "Invalid credentials",
     "The API key or token is unknown, malformed, revoked or expired.",
 )
 FORBIDDEN_SCOPE = register(
-    "forbidden_scope", 403, "Insufficient scope",
+    "forbidden_scope",
+    403,
+    "Insufficient scope",
     "The API key is valid but lacks the scope this endpoint requires.",
 )
 RATE_LIMITED = register(
-    "rate_limited", 429, "Too many requests",
+    "rate_limited",
+    429,
+    "Too many requests",
     "The API key exceeded its request budget; retry after `Retry-After` seconds.",
     retryable=True,
 )
 
 # --- resources --------------------------------------------------------------------------
 NOT_FOUND = register(
-    "not_found", 404, "Resource not found",
+    "not_found",
+    404,
+    "Resource not found",
     "The resource does not exist or belongs to another organisation.",
 )
 CONFLICT = register(
@@ -93,11 +111,15 @@ CONFLICT = register(
 
 # --- server -----------------------------------------------------------------------------
 INTERNAL_ERROR = register(
-    "internal_error", 500, "Internal server error",
+    "internal_error",
+    500,
+    "Internal server error",
     "An unexpected error; details are logged server-side under the request id.",
 )
 BACKEND_UNAVAILABLE = register(
-    "backend_unavailable", 503, "Backend unavailable",
+    "backend_unavailable",
+    503,
+    "Backend unavailable",
     "A backing service (database, Redis, object store…) did not answer.",
     retryable=True,
 )

@@ -73,7 +73,9 @@ class DocumentStore(Protocol):
         """Delete every match; returns how many were deleted."""
         ...
 
-    async def ensure_indexes(self, collection: str, fields: Sequence[Sequence[tuple[str, int]]]) -> None:
+    async def ensure_indexes(
+        self, collection: str, fields: Sequence[Sequence[tuple[str, int]]]
+    ) -> None:
         """Create the compound indexes (each prefixed by org_id) if missing."""
         ...
 

@@ -1,7 +1,9 @@
 """Object store port: uploads, extracted text, recordings, exports.
 
 Keys are `/`-separated paths laid out by `vocalis.core.object_keys`; adapters must not
-interpret them beyond prefix listing.
+interpret them beyond prefix listing. Every adapter rejects, with `ValueError`, a key that
+`object_keys.validate_key` rejects (empty, absolute, `.`/`..`/empty segments, control
+characters, over 1024 bytes), so a key that works on one adapter works on all.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ class ObjectStore(Protocol):
 
     name: str
 
-    async def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> ObjectInfo:
+    async def put(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
         """Store `data` under `key`, replacing any previous object."""
         ...
 
@@ -43,7 +47,10 @@ class ObjectStore(Protocol):
         *,
         content_type: str = "application/octet-stream",
     ) -> ObjectInfo:
-        """Store a stream of unknown length (multipart upload on S3)."""
+        """Store a stream of unknown length (multipart upload on S3).
+
+        If the stream raises, nothing is stored and any previous object under `key` stays.
+        """
         ...
 
     async def get(self, key: str) -> bytes:
@@ -51,7 +58,10 @@ class ObjectStore(Protocol):
         ...
 
     def stream(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """The object in chunks; raises `ObjectNotFound` on first iteration."""
+        """The object in `chunk_size`-byte chunks (the last may be shorter).
+
+        Raises `ObjectNotFound` on first iteration.
+        """
         ...
 
     async def head(self, key: str) -> ObjectInfo:
@@ -67,11 +77,17 @@ class ObjectStore(Protocol):
         ...
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Delete every object under a prefix; returns how many were deleted."""
+        """Delete every object under a prefix; returns how many were deleted.
+
+        The empty prefix is refused with `ValueError`: it would empty the whole store.
+        """
         ...
 
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Every object whose key starts with `prefix`, in key order."""
+        """Every object whose key starts with `prefix`, in key order.
+
+        `content_type` is `""` here (S3 listings do not carry it): call `head` for it.
+        """
         ...
 
     async def ping(self) -> None:

@@ -1,0 +1,536 @@
+"""Document store as a JSON table in the relational database: the embedded default.
+
+Every document is one row of `documents` (collection, org_id, id, JSON body). Filters are
+translated to SQL over JSON paths with MongoDB's semantics for the port's subset: values
+are compared only with values of the same JSON type (numbers as numbers, strings by code
+point), a missing field equals `None`, and `$ne`/`$nin` match documents without the field.
+Updates are read-modify-write under a write lock (`SELECT ... FOR UPDATE` on PostgreSQL,
+`BEGIN IMMEDIATE` on SQLite), so concurrent `$inc`/`$push` never lose writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from datetime import datetime
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Float,
+    Index,
+    String,
+    UniqueConstraint,
+    and_,
+    case,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import UnaryExpression
+
+from vocalis.core.db import Base, Database, utcnow
+from vocalis.ports.document_store import Document, DuplicateKey, Filter, Sort
+
+TABLE_NAME = "json_documents"
+# Fields kept in columns rather than in the JSON body.
+ID_FIELD = "_id"
+ORG_FIELD = "org_id"
+Scalar = str | int | float | bool | None
+_SCALARS = (str, int, float, bool, type(None))
+_RANGE_OPS = {"$gt", "$gte", "$lt", "$lte"}
+
+
+class StoredDocument(Base):
+    """One JSON document of one organisation in one collection."""
+
+    __tablename__ = TABLE_NAME
+
+    collection: Mapped[str] = mapped_column(String(100), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        # `_id` is unique per collection across organisations, exactly as in MongoDB, so
+        # both adapters raise DuplicateKey for the same inserts.
+        UniqueConstraint("collection", "id"),
+        # The primary key already serves (collection, org_id) lookups; this one serves the
+        # default order (insertion time) of finds within one organisation's collection.
+        Index("ix_json_documents_collection_org_id_created_at", "collection", "org_id", "created_at"),
+    )
+
+
+# --- JSON field access ------------------------------------------------------------------
+# Kinds of JSON value, named as the contract needs them: booleans are split by value and
+# an absent path is its own kind, so a type test is `kind IN (...)`. SQLite's json_type
+# names for each:
+_SQLITE_KINDS = {
+    "missing": ("missing",),
+    "null": ("null",),
+    "number": ("integer", "real"),
+    "string": ("text",),
+    "true": ("true",),
+    "false": ("false",),
+    "object": ("object",),
+    "array": ("array",),
+}
+
+
+class _Field:
+    """A filterable, sortable field: typed views of its value that are NULL on mismatch."""
+
+    def __init__(self, dialect: str) -> None:
+        self._dialect = dialect
+
+    def kind_in(self, kinds: set[str]) -> ColumnElement[bool]:
+        raise NotImplementedError
+
+    def known(self, comparison: ColumnElement[bool]) -> ColumnElement[bool]:
+        """The comparison made false, never NULL, when the value has another type."""
+        return func.coalesce(comparison, false())
+
+    def number(self) -> ColumnElement[float]:
+        raise NotImplementedError
+
+    def string(self) -> ColumnElement[str]:
+        raise NotImplementedError
+
+    def ordered_string(self) -> ColumnElement[str]:
+        """The string value for ordering: by code point like MongoDB, not by locale."""
+        if self._dialect == "postgresql":
+            return self.string().collate("C")
+        return self.string()  # SQLite's default collation is already binary
+
+    def sort_keys(self) -> list[ColumnElement[Any]]:
+        """Keys that order values as MongoDB does: null < numbers < strings < ... < booleans."""
+        rank = case(
+            (self.kind_in({"missing", "null"}), 0),
+            (self.kind_in({"number"}), 1),
+            (self.kind_in({"string"}), 2),
+            (self.kind_in({"object"}), 3),
+            (self.kind_in({"array"}), 4),
+            else_=5,
+        )
+        flag = case((self.kind_in({"true"}), 1), else_=0)
+        return [rank, self.number(), self.ordered_string(), flag]
+
+
+class _ColumnField(_Field):
+    """`_id` or `org_id`: a string column that every document has."""
+
+    def __init__(self, column: Any, dialect: str) -> None:
+        super().__init__(dialect)
+        self._column = column
+
+    def kind_in(self, kinds: set[str]) -> ColumnElement[bool]:
+        return true() if "string" in kinds else false()
+
+    def known(self, comparison: ColumnElement[bool]) -> ColumnElement[bool]:
+        # The column is never NULL; a bare comparison lets the planner use its index.
+        return comparison
+
+    def number(self) -> ColumnElement[float]:
+        return literal(None, Float)
+
+    def string(self) -> ColumnElement[str]:
+        # Uncollated, so equality keeps using the primary key's index.
+        return self._column
+
+    def sort_keys(self) -> list[ColumnElement[Any]]:
+        return [self.ordered_string()]
+
+
+class _BodyField(_Field):
+    """A (dotted) path into the JSON body."""
+
+    def __init__(self, parts: tuple[str, ...], dialect: str) -> None:
+        super().__init__(dialect)
+        self._parts = parts
+        self._value = StoredDocument.body[parts]
+
+    def kind_in(self, kinds: set[str]) -> ColumnElement[bool]:
+        if self._dialect == "postgresql":
+            typeof = func.coalesce(func.jsonb_typeof(self._value), "missing")
+            booleans = kinds & {"true", "false"}
+            condition: ColumnElement[bool] = typeof.in_(sorted(kinds - booleans))
+            # jsonb_typeof says only 'boolean'; the value's text says which one.
+            for value in sorted(booleans):
+                condition = or_(
+                    condition, and_(typeof == "boolean", self._value.as_string() == value)
+                )
+            return condition
+        path = "$" + "".join(f'."{part}"' for part in self._parts)
+        raw = func.coalesce(func.json_type(StoredDocument.body, path), "missing")
+        return raw.in_(sorted(name for kind in kinds for name in _SQLITE_KINDS[kind]))
+
+    def number(self) -> ColumnElement[float]:
+        # The CASE guard matters: PostgreSQL would fail casting a string to a number.
+        return case((self.kind_in({"number"}), self._value.as_float()), else_=None)
+
+    def string(self) -> ColumnElement[str]:
+        return case((self.kind_in({"string"}), self._value.as_string()), else_=None)
+
+
+def _field(name: str, dialect: str) -> _Field:
+    """The field a (dotted) name addresses."""
+    parts = tuple(name.split("."))
+    if not name or any(not part or '"' in part for part in parts) or name.startswith("$"):
+        raise ValueError(f"unsupported field name {name!r}")
+    if name == ID_FIELD:
+        return _ColumnField(StoredDocument.id, dialect)
+    if name == ORG_FIELD:
+        return _ColumnField(StoredDocument.org_id, dialect)
+    return _BodyField(parts, dialect)
+
+
+# --- filters ----------------------------------------------------------------------------
+def _scalar(value: Any) -> Scalar:
+    if not isinstance(value, _SCALARS):
+        raise ValueError(f"filter values must be JSON scalars, not {type(value).__name__}")
+    return value
+
+
+def _equals(field: _Field, value: Any) -> ColumnElement[bool]:
+    value = _scalar(value)
+    if value is None:
+        return field.kind_in({"missing", "null"})
+    if isinstance(value, bool):  # before int: bool is a subclass of int
+        return field.kind_in({"true" if value else "false"})
+    if isinstance(value, int | float):
+        return field.known(field.number() == value)
+    return field.known(field.string() == value)
+
+
+def _compare(field: _Field, op: str, value: Any) -> ColumnElement[bool]:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{op} takes a number or a string, not {value!r}")
+    side: ColumnElement[Any] = field.ordered_string() if isinstance(value, str) else field.number()
+    comparisons = {
+        "$gt": side.__gt__,
+        "$gte": side.__ge__,
+        "$lt": side.__lt__,
+        "$lte": side.__le__,
+    }
+    return field.known(comparisons[op](value))
+
+
+def _one_of(field: _Field, op: str, values: Any) -> ColumnElement[bool]:
+    if not isinstance(values, list | tuple):
+        raise ValueError(f"{op} takes a list")
+    return or_(false(), *(_equals(field, value) for value in values))
+
+
+def _operator(field: _Field, op: str, value: Any) -> ColumnElement[bool]:
+    if op == "$ne":
+        return not_(_equals(field, value))
+    if op == "$in":
+        return _one_of(field, op, value)
+    if op == "$nin":
+        return not_(_one_of(field, op, value))
+    if op == "$exists":
+        if not isinstance(value, bool):
+            raise ValueError("$exists takes true or false")
+        missing = field.kind_in({"missing"})
+        return not_(missing) if value else missing
+    if op in _RANGE_OPS:
+        return _compare(field, op, value)
+    raise ValueError(f"unsupported filter operator {op!r}")
+
+
+def _condition(name: str, spec: Any, dialect: str) -> ColumnElement[bool]:
+    field = _field(name, dialect)
+    if isinstance(spec, Mapping):
+        if not spec or not all(isinstance(op, str) and op.startswith("$") for op in spec):
+            raise ValueError(f"filter on {name!r}: embedded-document equality is unsupported")
+        return and_(*(_operator(field, op, value) for op, value in spec.items()))
+    return _equals(field, spec)
+
+
+def translate_filter(filter: Filter | None, dialect: str) -> ColumnElement[bool]:
+    """The SQL condition for a filter in the port's subset (ValueError outside it)."""
+    return and_(true(), *(_condition(name, spec, dialect) for name, spec in (filter or {}).items()))
+
+
+def translate_sort(sort: Sort, dialect: str) -> list[UnaryExpression[Any]]:
+    """ORDER BY clauses for `sort`; insertion order, then `_id`, break ties (stable pages)."""
+    clauses: list[UnaryExpression[Any]] = []
+    for name, direction in sort:
+        if direction not in (1, -1):
+            raise ValueError(f"sort direction for {name!r} must be 1 or -1")
+        for key in _field(name, dialect).sort_keys():
+            clauses.append(key.asc() if direction == 1 else key.desc())
+    if ID_FIELD not in {name for name, _ in sort}:
+        clauses += [StoredDocument.created_at.asc(), StoredDocument.id.asc()]
+    return clauses
+
+
+# --- updates (applied in Python, with MongoDB's rules) -----------------------------------
+_UPDATE_OPS = ("$set", "$unset", "$inc", "$push")
+
+
+def _check_update_paths(update: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """(operator, path, value) triples; rejects unknown operators and conflicting paths."""
+    if not update or any(op not in _UPDATE_OPS for op in update):
+        raise ValueError(f"update must use only {', '.join(_UPDATE_OPS)}: {list(update)}")
+    steps: list[tuple[str, str, Any]] = []
+    for op, fields in update.items():
+        if not isinstance(fields, Mapping):
+            raise ValueError(f"{op} takes a mapping of fields")
+        steps += [(op, path, value) for path, value in fields.items()]
+    paths = [path for _, path, _ in steps]
+    for path in paths:
+        parts = path.split(".")
+        if not path or path.startswith("$") or any(not part for part in parts):
+            raise ValueError(f"unsupported field name {path!r}")
+        if parts[0] in (ID_FIELD, ORG_FIELD):
+            raise ValueError(f"{parts[0]} cannot be updated")
+    for i, a in enumerate(paths):
+        for b in paths[i + 1 :]:
+            if a == b or a.startswith(b + ".") or b.startswith(a + "."):
+                raise ValueError(f"updating {a!r} and {b!r} together would conflict")
+    return steps
+
+
+def _parent(doc: dict[str, Any], path: str, *, create: bool) -> tuple[dict[str, Any] | None, str]:
+    """The object holding the last segment of `path`, creating objects on the way."""
+    *parents, leaf = path.split(".")
+    node: Any = doc
+    for part in parents:
+        child = node.get(part)
+        if child is None and part not in node:
+            if not create:
+                return None, leaf
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            if not create:
+                return None, leaf
+            raise ValueError(f"cannot create field {path!r}: {part!r} is not an object")
+        node = child
+    return node, leaf
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _apply_step(doc: dict[str, Any], op: str, path: str, value: Any) -> None:
+    parent, leaf = _parent(doc, path, create=op != "$unset")
+    if parent is None:  # $unset of a path that is not there
+        return
+    if op == "$set":
+        parent[leaf] = copy.deepcopy(value)
+    elif op == "$unset":
+        parent.pop(leaf, None)
+    elif op == "$inc":
+        current = parent.get(leaf, 0)
+        if not _is_number(value) or not _is_number(current):
+            raise ValueError(f"$inc needs numbers at {path!r}")
+        parent[leaf] = current + value
+    else:  # $push, with MongoDB's `$each` to append several values
+        current = parent.setdefault(leaf, [])
+        if not isinstance(current, list):
+            raise ValueError(f"$push needs an array at {path!r}")
+        each = isinstance(value, Mapping) and list(value) == ["$each"]
+        if each and not isinstance(value["$each"], list | tuple):
+            raise ValueError(f"$each at {path!r} takes a list")
+        current.extend(copy.deepcopy(list(value["$each"])) if each else [copy.deepcopy(value)])
+
+
+def apply_update(body: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A new body with the update operators applied as MongoDB would."""
+    steps = _check_update_paths(update)
+    doc = copy.deepcopy(dict(body))
+    for op, path, value in steps:
+        _apply_step(doc, op, path, value)
+    return doc
+
+
+# --- the adapter ------------------------------------------------------------------------
+def _to_document(doc_id: str, org_id: str, body: Mapping[str, Any]) -> Document:
+    return {ID_FIELD: doc_id, **body, ORG_FIELD: org_id}
+
+
+def _row(collection: str, org_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    doc_id = doc.get(ID_FIELD)
+    if not isinstance(doc_id, str):
+        raise ValueError("a document needs a string _id")
+    body = {k: v for k, v in doc.items() if k not in (ID_FIELD, ORG_FIELD)}
+    return {"collection": collection, "org_id": org_id, "id": doc_id, "body": body}
+
+
+class SqlDocumentStore:
+    """The document-store port over the `documents` table of a relational database."""
+
+    name = "sql"
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._dialect = database.engine.dialect.name
+        self._write_locks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            WeakKeyDictionary()
+        )
+
+    def _scope(self, collection: str, org_id: str) -> ColumnElement[bool]:
+        return and_(StoredDocument.collection == collection, StoredDocument.org_id == org_id)
+
+    def _where(self, collection: str, org_id: str, filter: Filter | None) -> ColumnElement[bool]:
+        return and_(self._scope(collection, org_id), translate_filter(filter, self._dialect))
+
+    def _process_write_lock(self) -> AbstractAsyncContextManager[object]:
+        """On SQLite, one writer at a time in this process (per event loop).
+
+        SQLite admits one writer anyway; queueing here instead of in its busy handler
+        avoids that handler's sleeps (up to 100 ms each) under concurrent writes.
+        """
+        if self._dialect != "sqlite":
+            return nullcontext()
+        loop = asyncio.get_running_loop()
+        lock = self._write_locks.get(loop)
+        if lock is None:
+            lock = self._write_locks[loop] = asyncio.Lock()
+        return lock
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that holds the write lock from its first statement on SQLite."""
+        async with self._process_write_lock(), self._db.engine.connect() as conn:
+            if self._dialect == "sqlite":
+                # A deferred transaction would read, then upgrade to a write lock too late:
+                # two updaters (or processes) could both read the old body and lose a write.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+            await conn.commit()
+
+    async def insert(self, collection: str, org_id: str, doc: Document) -> Document:
+        """Insert one document (must carry `_id`); returns it with `org_id` set."""
+        row = _row(collection, org_id, doc)
+        try:
+            async with self._write() as conn:
+                await conn.execute(insert(StoredDocument), [row])
+        except IntegrityError as exc:
+            raise DuplicateKey(f"{collection}: _id {row['id']!r} already exists") from exc
+        return {**doc, ORG_FIELD: org_id}
+
+    async def insert_many(self, collection: str, org_id: str, docs: Sequence[Document]) -> int:
+        """Insert several documents; returns how many were inserted."""
+        rows = [_row(collection, org_id, doc) for doc in docs]
+        if not rows:
+            return 0
+        try:
+            async with self._write() as conn:
+                await conn.execute(insert(StoredDocument), rows)
+        except IntegrityError:
+            # Keep MongoDB's ordered semantics: what precedes the collision is stored.
+            for doc in docs:
+                await self.insert(collection, org_id, doc)
+        return len(rows)
+
+    async def get(self, collection: str, org_id: str, doc_id: str) -> Document | None:
+        """One document by `_id`, or None."""
+        query = select(StoredDocument.id, StoredDocument.org_id, StoredDocument.body).where(
+            self._scope(collection, org_id), StoredDocument.id == doc_id
+        )
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _to_document(row.id, row.org_id, row.body)
+
+    async def find_one(self, collection: str, org_id: str, filter: Filter) -> Document | None:
+        """The first document matching `filter`, or None."""
+        found = await self.find(collection, org_id, filter, limit=1)
+        return found[0] if found else None
+
+    async def find(
+        self,
+        collection: str,
+        org_id: str,
+        filter: Filter | None = None,
+        *,
+        sort: Sort = (),
+        limit: int | None = None,
+        skip: int = 0,
+    ) -> list[Document]:
+        """Documents matching `filter` in `sort` order."""
+        if limit == 0:
+            return []
+        query = (
+            select(StoredDocument.id, StoredDocument.org_id, StoredDocument.body)
+            .where(self._where(collection, org_id, filter))
+            .order_by(*translate_sort(sort, self._dialect))
+            .limit(limit)
+            .offset(skip or None)
+        )
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_to_document(row.id, row.org_id, row.body) for row in rows]
+
+    async def count(self, collection: str, org_id: str, filter: Filter | None = None) -> int:
+        """How many documents match."""
+        query = select(func.count()).where(self._where(collection, org_id, filter))
+        async with self._db.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def update_one(
+        self, collection: str, org_id: str, filter: Filter, update: Mapping[str, Any]
+    ) -> bool:
+        """Apply `update` to the first match; returns whether one matched."""
+        _check_update_paths(update)  # reject a bad update even when nothing matches
+        query = (
+            select(StoredDocument.id, StoredDocument.body)
+            .where(self._where(collection, org_id, filter))
+            .order_by(*translate_sort((), self._dialect))
+            .limit(1)
+        )
+        if self._dialect == "postgresql":
+            query = query.with_for_update()
+        async with self._write() as conn:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return False
+            await conn.execute(
+                sql_update(StoredDocument)
+                .where(self._scope(collection, org_id), StoredDocument.id == row.id)
+                .values(body=apply_update(row.body, update))
+            )
+        return True
+
+    async def delete_many(self, collection: str, org_id: str, filter: Filter | None = None) -> int:
+        """Delete every match; returns how many were deleted."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                delete(StoredDocument).where(self._where(collection, org_id, filter))
+            )
+        return int(result.rowcount)
+
+    async def ensure_indexes(
+        self, collection: str, fields: Sequence[Sequence[tuple[str, int]]]
+    ) -> None:
+        """A no-op: the table's own indexes are the ones this store needs.
+
+        Lookups are confined to one organisation's collection by the primary key, which is
+        what the embedded, single-box store needs; indexes on JSON paths would have to match
+        the type-guarded expressions above exactly, and DDL belongs in the migrations.
+        """
+
+    async def ping(self) -> None:
+        """Raise if the database does not answer."""
+        await self._db.ping()
+
+    async def close(self) -> None:
+        """Nothing to release: the Database is shared and closed by its owner."""

@@ -1,0 +1,122 @@
+"""Events an agent turn streams to its caller (REST/SSE, WebSocket, chat completions).
+
+A turn yields, in order: zero or more `TextDelta`s, `ToolCallEvent`/`ToolResultEvent`
+pairs, `GuardFlag`s, perhaps a `HandoffEvent`, and always one `FinalMessage` last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vocalis.ports.retriever import Passage
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A passage the answer cites as `[n]`."""
+
+    n: int
+    document_id: str
+    document_name: str
+    chunk_id: str
+    text: str
+    score: float = 0.0
+    page: int | None = None
+    section: str | None = None
+
+    @classmethod
+    def of(cls, n: int, passage: Passage) -> Citation:
+        """The citation for passage number `n`."""
+        return cls(
+            n=n,
+            document_id=passage.document_id,
+            document_name=passage.document_name,
+            chunk_id=passage.chunk_id,
+            text=passage.text,
+            score=passage.score,
+            page=passage.page,
+            section=passage.section,
+        )
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the assistant's reply as it is generated."""
+
+    text: str
+    type: Literal["text.delta"] = "text.delta"
+
+
+@dataclass(frozen=True)
+class ToolCallEvent:
+    """The model called a tool; its arguments are complete."""
+
+    id: str
+    name: str
+    arguments: str
+    type: Literal["tool.call"] = "tool.call"
+
+
+@dataclass(frozen=True)
+class ToolResultEvent:
+    """A tool finished."""
+
+    id: str
+    name: str
+    content: str
+    is_error: bool = False
+    type: Literal["tool.result"] = "tool.result"
+
+
+@dataclass(frozen=True)
+class GuardFlag:
+    """A guard noticed something (suspected prompt injection, oversize input…)."""
+
+    flag: str
+    detail: str = ""
+    type: Literal["guard.flag"] = "guard.flag"
+
+
+@dataclass(frozen=True)
+class HandoffEvent:
+    """The conversation was handed to a person (`handoff.requested` was emitted)."""
+
+    reason: str
+    type: Literal["handoff.requested"] = "handoff.requested"
+
+
+@dataclass(frozen=True)
+class TurnUsage:
+    """Tokens and cost of a turn, and which provider/model answered last."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    estimated: bool = False
+    provider: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class FinalMessage:
+    """The assistant's message for the turn: authoritative text, citations, usage, timing.
+
+    `replaced` is true when the output guard changed text that was already streamed:
+    clients should show `content` instead of what the deltas spelled.
+    """
+
+    message_id: str
+    content: str
+    citations: tuple[Citation, ...] = ()
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    usage: TurnUsage = field(default_factory=TurnUsage)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    handoff: bool = False
+    end_conversation: bool = False
+    replaced: bool = False
+    type: Literal["message.final"] = "message.final"
+
+
+AgentEvent = TextDelta | ToolCallEvent | ToolResultEvent | GuardFlag | HandoffEvent | FinalMessage

@@ -1,0 +1,658 @@
+"""The agent runtime: a LangGraph state machine, one thread per conversation.
+
+    input_guard → retrieve → generate ⇄ tools → (handoff) → output_guard
+
+- `input_guard` refuses oversize input and flags suspected prompt injection.
+- `retrieve` fetches passages for the user's message through the `Retriever` port.
+- `generate` streams the model's answer (tools bound) and emits text deltas.
+- `tools` runs the requested tool calls; after `max_tool_iterations` rounds the model is
+  asked once more with no tools, so a looping model still ends with an answer.
+- `handoff` emits `handoff.requested` through the injected event sink.
+- `output_guard` fixes the final text and emits the `FinalMessage`.
+
+The compiled graph is shared by every agent: per-run dependencies (model, tools, retriever,
+event sink) travel in the LangGraph run *context* (`AgentContext`), while the checkpointed
+*state* holds only JSON-like data (the conversation's messages and the current turn), so a
+conversation resumes on any process from the configured database. Events reach the caller
+through LangGraph's `custom` stream; `run_agent` turns them into an async iterator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import StreamWriter
+
+from vocalis.agents import guards
+from vocalis.agents.events import (
+    AgentEvent,
+    Citation,
+    FinalMessage,
+    GuardFlag,
+    HandoffEvent,
+    TextDelta,
+    ToolCallEvent,
+    ToolResultEvent,
+    TurnUsage,
+)
+from vocalis.agents.prompting import NumberedPassage, cited_numbers, format_passages, system_prompt
+from vocalis.agents.providers import CostLedger
+from vocalis.agents.telemetry import identity, span
+from vocalis.agents.tools.base import EventSink, Toolbox, ToolContext, ToolResult
+from vocalis.core.ids import new_id
+from vocalis.core.ssrf import Allowlist, Resolver
+from vocalis.ports.llm import ChatMessage, ChatModel, ChatResultBuilder, ToolCall
+from vocalis.ports.retriever import NullRetriever, Passage, Retriever
+from vocalis.ports.secrets import SecretProvider
+
+NODES = ("input_guard", "retrieve", "generate", "tools", "handoff", "output_guard")
+CAP_REPLY = "I'm sorry, I couldn't complete that request."
+
+
+# --- configuration and run context --------------------------------------------------------
+@dataclass(frozen=True)
+class TurnLimits:
+    """Guard limits of an agent."""
+
+    max_input_chars: int = 8_000
+    max_output_chars: int = 8_000
+    max_tool_iterations: int = 4
+    max_history_messages: int = 40
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What the runtime needs of an agent's configuration (one version of it)."""
+
+    agent_id: str
+    instructions: str = ""
+    knowledge_base_ids: tuple[str, ...] = ()
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout_s: float | None = None
+    limits: TurnLimits = field(default_factory=TurnLimits)
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """Per-run dependencies: never checkpointed, supplied again on every turn."""
+
+    org_id: str
+    conversation_id: str
+    agent: AgentSpec
+    model: ChatModel
+    toolbox: Toolbox = field(default_factory=Toolbox)
+    retriever: Retriever = field(default_factory=NullRetriever)
+    secrets: SecretProvider | None = None
+    outbound_allowlist: Allowlist = field(default_factory=Allowlist)
+    events: EventSink | None = None
+    ledger: CostLedger | None = None  # prices the turn's usage (the chain records it)
+    resolver: Resolver | None = None  # DNS for the SSRF guard; None = the system's
+
+    def tool_context(self) -> ToolContext:
+        """What tools see of this run."""
+        return ToolContext(
+            org_id=self.org_id,
+            agent_id=self.agent.agent_id,
+            conversation_id=self.conversation_id,
+            knowledge_base_ids=self.agent.knowledge_base_ids,
+            retriever=self.retriever,
+            secrets=self.secrets,
+            outbound_allowlist=self.outbound_allowlist,
+            resolver=self.resolver,
+        )
+
+
+# --- state --------------------------------------------------------------------------------
+Message = dict[str, Any]  # {"id", "role", "content", "tool_calls", "tool_call_id", "name"}
+
+
+def merge_messages(left: list[Message] | None, right: list[Message] | None) -> list[Message]:
+    """Append new messages; a message with a known id replaces the old one."""
+    merged = list(left or [])
+    index = {m["id"]: i for i, m in enumerate(merged)}
+    for message in right or []:
+        if message["id"] in index:
+            merged[index[message["id"]]] = message
+        else:
+            index[message["id"]] = len(merged)
+            merged.append(message)
+    return merged
+
+
+class AgentState(TypedDict, total=False):
+    """Checkpointed state of one conversation."""
+
+    messages: Annotated[list[Message], merge_messages]
+    turn: dict[str, Any]  # scratch of the current turn, replaced at each user message
+
+
+def new_turn(user_text: str) -> dict[str, Any]:
+    """A fresh turn record."""
+    return {
+        "user_text": user_text,
+        "started": time.perf_counter(),
+        "flags": [],
+        "passages": [],
+        "iterations": 0,
+        "usage": {"prompt": 0, "completion": 0, "estimated": False, "cost_usd": 0.0},
+        "provider": "",
+        "model": "",
+        "latency_ms": {},
+        "streamed": "",
+        "reply": None,
+        "blocked": None,
+        "handoff": None,
+        "end_conversation": False,
+        "final": None,
+    }
+
+
+def _message(role: str, content: str = "", **extra: Any) -> Message:
+    return {"id": new_id("msg"), "role": role, "content": content, **extra}
+
+
+def _to_chat(message: Message) -> ChatMessage:
+    return ChatMessage(
+        role=message["role"],
+        content=message.get("content") or "",
+        tool_calls=tuple(ToolCall(**c) for c in message.get("tool_calls") or ()),
+        tool_call_id=message.get("tool_call_id"),
+        name=message.get("name"),
+    )
+
+
+def _passages(turn: Mapping[str, Any]) -> list[NumberedPassage]:
+    return [NumberedPassage(p["n"], Passage(**p["passage"])) for p in turn["passages"]]
+
+
+def _numbered(turn: Mapping[str, Any], passages: Sequence[Passage]) -> list[dict[str, Any]]:
+    start = len(turn["passages"]) + 1
+    return [{"n": start + i, "passage": asdict(p)} for i, p in enumerate(passages)]
+
+
+def history_window(messages: Sequence[Message], limit: int) -> list[Message]:
+    """The most recent messages, starting at a user message so tool pairs stay whole."""
+    window = list(messages[-limit:])
+    while window and window[0]["role"] != "user":
+        window.pop(0)
+    return window or list(messages[-1:])
+
+
+def _elapsed_ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)
+
+
+# --- nodes --------------------------------------------------------------------------------
+NodeFn = Callable[[AgentState, AgentContext, StreamWriter], Awaitable[dict[str, Any]]]
+
+
+def _node(name: str, fn: NodeFn) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Wrap a node in its `agent.node.<name>` span, with the conversation's identity."""
+
+    async def run(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+        ctx = runtime.context
+        with (
+            identity(ctx.org_id, ctx.conversation_id, ctx.agent.agent_id),
+            span(f"agent.node.{name}"),
+        ):
+            return await fn(state, ctx, runtime.stream_writer)
+
+    run.__name__ = name
+    return run
+
+
+async def input_guard(state: AgentState, ctx: AgentContext, write: StreamWriter) -> dict[str, Any]:
+    """Refuse oversize input; flag suspected prompt injection."""
+    turn = dict(state["turn"])
+    text = turn["user_text"]
+    limit = ctx.agent.limits.max_input_chars
+    if len(text) > limit:
+        turn["blocked"] = "input_too_large"
+        turn["reply"] = guards.TOO_LONG_REPLY
+        turn["flags"] = [*turn["flags"], "input_too_large"]
+        write(GuardFlag("input_too_large", f"{len(text)} characters, limit {limit}"))
+        return {"turn": turn}
+    for flag in guards.injection_flags(text):
+        turn["flags"] = [*turn["flags"], "prompt_injection_suspected"]
+        write(GuardFlag("prompt_injection_suspected", flag))
+        break
+    return {"turn": turn}
+
+
+async def retrieve(state: AgentState, ctx: AgentContext, write: StreamWriter) -> dict[str, Any]:
+    """Passages for the user's message from the agent's knowledge bases."""
+    turn = dict(state["turn"])
+    started = time.perf_counter()
+    passages = await ctx.retriever.retrieve(
+        ctx.org_id, list(ctx.agent.knowledge_base_ids), turn["user_text"], ctx.agent.limits.top_k
+    )
+    turn["passages"] = _numbered(turn, passages)
+    turn["latency_ms"] = {**turn["latency_ms"], "retrieve": _elapsed_ms(started)}
+    return {"turn": turn}
+
+
+async def generate(state: AgentState, ctx: AgentContext, write: StreamWriter) -> dict[str, Any]:
+    """Stream the model's answer; tools are bound until the iteration cap is reached."""
+    turn = dict(state["turn"])
+    limits = ctx.agent.limits
+    at_cap = turn["iterations"] >= limits.max_tool_iterations
+    injection = "prompt_injection_suspected" in turn["flags"]
+    prompt = [
+        ChatMessage(
+            "system",
+            system_prompt(ctx.agent.instructions, _passages(turn), injection_suspected=injection),
+        ),
+        *(_to_chat(m) for m in history_window(state["messages"], limits.max_history_messages)),
+    ]
+    tools = [] if at_cap else ctx.toolbox.specs()
+    started = time.perf_counter()
+    builder = ChatResultBuilder()
+    streamed: list[str] = []
+    async for delta in ctx.model.stream(
+        prompt,
+        tools=tools,
+        tool_choice="auto" if tools else None,
+        temperature=ctx.agent.temperature,
+        max_tokens=ctx.agent.max_tokens,
+        timeout=ctx.agent.timeout_s,
+    ):
+        if "first_token" not in turn["latency_ms"] and (delta.text or delta.tool_call):
+            turn["latency_ms"] = {**turn["latency_ms"], "first_token": _elapsed_ms(started)}
+        if delta.text:
+            streamed.append(delta.text)
+            write(TextDelta(delta.text))
+        builder.add(delta)
+    result = builder.result()
+    latency = dict(turn["latency_ms"])
+    latency["generate"] = round(latency.get("generate", 0.0) + _elapsed_ms(started), 1)
+    turn["latency_ms"] = latency
+    turn["streamed"] = "".join(streamed)
+    turn["usage"] = _add_usage(turn["usage"], result.usage, ctx, result.provider, result.model)
+    turn["provider"], turn["model"] = result.provider, result.model
+    calls = list(result.tool_calls)
+    if calls and at_cap:
+        turn["flags"] = [*turn["flags"], "tool_iteration_cap"]
+        write(GuardFlag("tool_iteration_cap", f"{limits.max_tool_iterations} tool rounds"))
+        calls = []
+        if not result.content.strip():
+            turn["reply"] = CAP_REPLY
+    for call in calls:
+        write(ToolCallEvent(call.id, call.name, call.arguments))
+    message = _message(
+        "assistant",
+        result.content,
+        tool_calls=[asdict(c) for c in calls],
+        provider=result.provider,
+        model=result.model,
+    )
+    return {"messages": [message], "turn": turn}
+
+
+def _add_usage(
+    usage: Mapping[str, Any], add: Any, ctx: AgentContext, provider: str, model: str
+) -> dict[str, Any]:
+    cost = ctx.ledger.price_for(provider, model).cost(add) if ctx.ledger else 0.0
+    return {
+        "prompt": usage["prompt"] + add.prompt_tokens,
+        "completion": usage["completion"] + add.completion_tokens,
+        "estimated": usage["estimated"] or add.estimated,
+        "cost_usd": usage["cost_usd"] + cost,
+    }
+
+
+async def tools(state: AgentState, ctx: AgentContext, write: StreamWriter) -> dict[str, Any]:
+    """Run the tool calls of the last assistant message (concurrently, results in order)."""
+    turn = dict(state["turn"])
+    assistant = state["messages"][-1]
+    calls = [ToolCall(**c) for c in assistant["tool_calls"]]
+    started = time.perf_counter()
+    tool_ctx = ctx.tool_context()
+
+    async def run_one(call: ToolCall) -> ToolResult:
+        with span("agent.tool", {"vocalis.tool.name": call.name}):
+            return await ctx.toolbox.execute(call, tool_ctx)
+
+    results = await asyncio.gather(*(run_one(c) for c in calls))
+    messages: list[Message] = []
+    for call, result in zip(calls, results, strict=True):
+        content = result.content
+        if result.passages:
+            numbered = _numbered(turn, result.passages)
+            turn["passages"] = [*turn["passages"], *numbered]
+            content += "\n" + format_passages(
+                NumberedPassage(p["n"], Passage(**p["passage"])) for p in numbered
+            )
+        if guards.injection_flags(content):
+            turn["flags"] = [*turn["flags"], "prompt_injection_in_tool_result"]
+            write(GuardFlag("prompt_injection_in_tool_result", call.name))
+        write(ToolResultEvent(call.id, call.name, result.content, result.is_error))
+        messages.append(
+            _message(
+                "tool",
+                content,
+                tool_call_id=call.id,
+                name=call.name,
+                data=json.loads(json.dumps(dict(result.data), default=str)),
+                is_error=result.is_error,
+            )
+        )
+        if result.handoff:
+            turn["handoff"] = {"tool": call.name, "reason": result.data.get("reason", "")}
+        if result.end_conversation:
+            turn["end_conversation"] = True
+        if result.terminal and not turn.get("reply"):
+            # The turn ends here: say what the model said alongside the call, else the tool's line.
+            turn["reply"] = assistant["content"].strip() or result.content
+    turn["iterations"] += 1
+    latency = dict(turn["latency_ms"])
+    latency["tools"] = round(latency.get("tools", 0.0) + _elapsed_ms(started), 1)
+    turn["latency_ms"] = latency
+    return {"messages": messages, "turn": turn}
+
+
+async def handoff(state: AgentState, ctx: AgentContext, write: StreamWriter) -> dict[str, Any]:
+    """Emit `handoff.requested` so a person can take the conversation over."""
+    turn = dict(state["turn"])
+    reason = str((turn["handoff"] or {}).get("reason") or "")
+    payload = {
+        "org_id": ctx.org_id,
+        "conversation_id": ctx.conversation_id,
+        "agent_id": ctx.agent.agent_id,
+        "reason": reason,
+        "last_user_message": turn["user_text"],
+    }
+    if ctx.events is not None:
+        await ctx.events("handoff.requested", payload)
+    write(HandoffEvent(reason))
+    return {"turn": turn}
+
+
+async def output_guard(state: AgentState, ctx: AgentContext, write: StreamWriter) -> dict[str, Any]:
+    """Settle the final text, citations, usage and latency; emit the `FinalMessage`."""
+    turn = dict(state["turn"])
+    last = state["messages"][-1]
+    draft = turn["reply"] if turn.get("reply") else last.get("content", "")
+    numbers = {p["n"] for p in turn["passages"]}
+    check = guards.check_output(
+        draft or "",
+        instructions=ctx.agent.instructions,
+        passage_numbers=numbers,
+        max_chars=ctx.agent.limits.max_output_chars,
+    )
+    for flag in check.flags:
+        write(GuardFlag(flag))
+    streamed = turn["streamed"].strip()
+    replaced = bool(streamed) and streamed != check.content
+    if not streamed:
+        write(TextDelta(check.content))  # nothing reached the caller yet: send it whole
+    message = _final_message(state["messages"], turn, check.content)
+    cited = [n for n in cited_numbers(check.content) if n in numbers]
+    by_number = {p["n"]: Passage(**p["passage"]) for p in turn["passages"]}
+    latency = {**turn["latency_ms"], "total": _elapsed_ms(turn["started"])}
+    usage = turn["usage"]
+    tool_calls = tuple(
+        c
+        for m in state["messages"]
+        if m["role"] == "assistant"
+        for c in m.get("tool_calls") or ()
+        if _in_turn(state["messages"], m)
+    )
+    final = FinalMessage(
+        message_id=message["id"],
+        content=check.content,
+        citations=tuple(Citation.of(n, by_number[n]) for n in cited),
+        tool_calls=tool_calls,
+        usage=TurnUsage(
+            usage["prompt"],
+            usage["completion"],
+            round(usage["cost_usd"], 8),
+            usage["estimated"],
+            turn["provider"],
+            turn["model"],
+        ),
+        latency_ms=latency,
+        flags=tuple(dict.fromkeys([*turn["flags"], *check.flags])),
+        handoff=turn["handoff"] is not None,
+        end_conversation=bool(turn["end_conversation"]),
+        replaced=replaced,
+    )
+    message["citations"] = [asdict(c) for c in final.citations]
+    turn["final"] = asdict(final)
+    write(final)
+    return {"messages": [message], "turn": turn}
+
+
+def _final_message(messages: Sequence[Message], turn: Mapping[str, Any], content: str) -> Message:
+    """The assistant message that carries the final text: the last one when it can, else new."""
+    last = messages[-1]
+    if last["role"] == "assistant" and not last.get("tool_calls"):
+        return {**last, "content": content}
+    if last["role"] == "tool":
+        # A terminal tool ended the turn: the text said alongside the call is the reply.
+        caller = next(m for m in reversed(messages) if m["role"] == "assistant")
+        if caller["content"].strip():
+            return {**caller, "content": content}
+    return _message("assistant", content, provider=turn["provider"], model=turn["model"])
+
+
+def _in_turn(messages: Sequence[Message], message: Message) -> bool:
+    """Whether a message belongs to the current turn (after the last user message)."""
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    return any(m is message for m in messages[last_user + 1 :])
+
+
+# --- routing ------------------------------------------------------------------------------
+def after_input_guard(
+    state: AgentState, runtime: Runtime[AgentContext]
+) -> Literal["retrieve", "generate", "output_guard"]:
+    """Blocked input skips the model; retrieval only when the agent has knowledge bases."""
+    if state["turn"]["blocked"]:
+        return "output_guard"
+    return "retrieve" if runtime.context.agent.knowledge_base_ids else "generate"
+
+
+def after_generate(state: AgentState) -> Literal["tools", "output_guard"]:
+    """Tool calls go to the tools node; an answer goes to the output guard."""
+    return "tools" if state["messages"][-1].get("tool_calls") else "output_guard"
+
+
+def after_tools(state: AgentState) -> Literal["handoff", "output_guard", "generate"]:
+    """A handoff or an ended conversation ends the turn; otherwise the model goes on."""
+    turn = state["turn"]
+    if turn["handoff"] is not None:
+        return "handoff"
+    if turn["end_conversation"]:
+        return "output_guard"
+    return "generate"
+
+
+def build_agent_graph(
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState]:
+    """The compiled agent graph (one per process; agents differ only in their context)."""
+    graph = StateGraph(AgentState, context_schema=AgentContext)
+    functions: dict[str, NodeFn] = {
+        "input_guard": input_guard,
+        "retrieve": retrieve,
+        "generate": generate,
+        "tools": tools,
+        "handoff": handoff,
+        "output_guard": output_guard,
+    }
+    for name, fn in functions.items():
+        graph.add_node(name, _node(name, fn))
+    graph.add_edge(START, "input_guard")
+    graph.add_conditional_edges(
+        "input_guard", after_input_guard, ["retrieve", "generate", "output_guard"]
+    )
+    graph.add_edge("retrieve", "generate")
+    graph.add_conditional_edges("generate", after_generate, ["tools", "output_guard"])
+    graph.add_conditional_edges("tools", after_tools, ["handoff", "output_guard", "generate"])
+    graph.add_edge("handoff", "output_guard")
+    graph.add_edge("output_guard", END)
+    return graph.compile(checkpointer=checkpointer, name="vocalis-agent")
+
+
+def agent_graph_mermaid() -> str:
+    """The agent graph as a Mermaid flowchart (embedded in the docs)."""
+    return build_agent_graph().get_graph().draw_mermaid()
+
+
+# --- running a turn -----------------------------------------------------------------------
+_DONE = object()
+
+
+async def run_agent(
+    graph: CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState],
+    ctx: AgentContext,
+    user_text: str,
+) -> AsyncIterator[AgentEvent]:
+    """Run one turn of a conversation, yielding its events; the last is a `FinalMessage`.
+
+    The graph runs in its own task (so its tracing context never leaks into the caller's);
+    closing the iterator early cancels the turn.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    task = asyncio.create_task(_drive(graph, ctx, user_text, queue))
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _drive(
+    graph: CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState],
+    ctx: AgentContext,
+    user_text: str,
+    queue: asyncio.Queue[Any],
+) -> None:
+    config: RunnableConfig = {
+        "configurable": {"thread_id": ctx.conversation_id},
+        # Each tool round is two steps; leave room for the guard and retrieve nodes.
+        "recursion_limit": 2 * ctx.agent.limits.max_tool_iterations + 10,
+    }
+    attributes = {"vocalis.agent.iteration_cap": ctx.agent.limits.max_tool_iterations}
+    turn_input: AgentState = {
+        "messages": [_message("user", user_text)],
+        "turn": new_turn(user_text),
+    }
+    try:
+        with (
+            identity(ctx.org_id, ctx.conversation_id, ctx.agent.agent_id),
+            span("agent.run", attributes) as current,
+        ):
+            async for event in graph.astream(
+                turn_input,
+                config,
+                context=ctx,
+                stream_mode="custom",
+            ):
+                if isinstance(event, FinalMessage):
+                    current.set_attribute("vocalis.agent.flags", list(event.flags))
+                    current.set_attribute("vocalis.agent.handoff", event.handoff)
+                await queue.put(event)
+    except BaseException as exc:
+        await queue.put(exc)
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        await queue.put(_DONE)
+
+
+async def run_turn(
+    graph: CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState],
+    ctx: AgentContext,
+    user_text: str,
+) -> FinalMessage:
+    """Run one turn and return only its final message."""
+    final: FinalMessage | None = None
+    async for event in run_agent(graph, ctx, user_text):
+        if isinstance(event, FinalMessage):
+            final = event
+    if final is None:  # pragma: no cover - the graph always ends in output_guard
+        raise RuntimeError("the agent turn ended without a final message")
+    return final
+
+
+async def conversation_messages(
+    graph: CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState],
+    conversation_id: str,
+) -> list[Message]:
+    """The checkpointed messages of a conversation (empty when it has none)."""
+    snapshot = await graph.aget_state({"configurable": {"thread_id": conversation_id}})
+    values = snapshot.values or {}
+    return list(values.get("messages", []))
+
+
+# --- checkpointing on the configured database ---------------------------------------------
+def checkpointer_url(database_url: str) -> tuple[Literal["postgres", "sqlite"], str]:
+    """The checkpointer kind and driver-level URL for an SQLAlchemy database URL."""
+    scheme, _, rest = database_url.partition("://")
+    dialect = scheme.split("+", 1)[0]
+    if dialect in ("postgresql", "postgres"):
+        return "postgres", f"postgresql://{rest}"
+    if dialect == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest  # sqlite:///relative, ////absolute
+        return "sqlite", path or ":memory:"
+    raise ValueError(f"no checkpointer for database URL scheme {scheme!r}")
+
+
+def open_checkpointer(database_url: str) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]:
+    """A checkpointer on the app's database: PostgreSQL (pooled) or SQLite; tables created."""
+    kind, url = checkpointer_url(database_url)
+    return _postgres_saver(url) if kind == "postgres" else _sqlite_saver(url)
+
+
+@asynccontextmanager
+async def _postgres_saver(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    async with AsyncConnectionPool(
+        url,
+        open=False,
+        max_size=10,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+    ) as pool:
+        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        await saver.setup()
+        yield saver
+
+
+@asynccontextmanager
+async def _sqlite_saver(path: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with aiosqlite.connect(path) as conn:
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()
+        yield saver
+
+
+def event_payload(event: AgentEvent) -> dict[str, Any]:
+    """An event as a JSON-ready dict (for SSE and logs)."""
+    return asdict(event)

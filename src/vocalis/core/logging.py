@@ -1,0 +1,227 @@
+"""Structured logging: one JSON line per event, context-bound ids, PII and secrets redacted.
+
+Both structlog loggers and the standard library's (uvicorn, Celery, SQLAlchemy, warnings)
+end in the same `ProcessorFormatter` on one root handler, so every line has the same shape:
+
+    {"timestamp": "…Z", "level": "info", "logger": "vocalis.http", "event": "…",
+     "request_id": "…", "trace_id": "…", "span_id": "…", "org_id": "…", …}
+
+Redaction is the last step before rendering, so nothing bound, passed or raised escapes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from vocalis.core.redaction import FALLBACK, is_secret_key, redact_value, secret_placeholder
+from vocalis.settings import Settings
+
+# Fields we generate ourselves; nothing in them can be PII, so redaction skips them.
+_OWN_FIELDS = frozenset({"timestamp", "level", "logger", "trace_id", "span_id"})
+_FIRST_FIELDS = ("timestamp", "level", "logger", "event")
+# Libraries that install their own handlers and stop propagation; we take those lines over.
+ROUTED_LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "gunicorn.error",
+    "gunicorn.access",
+    "celery",
+    "celery.task",
+    "celery.worker",
+    "celery.app.trace",
+)
+_HANDLER_MARK = "_vocalis_handler"
+_MAX_DEPTH = 16
+
+
+def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Add the active OpenTelemetry span's `trace_id` and `span_id` (hex) when there is one."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        # The live span is the truth; a bound id from an upstream hop may be stale.
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+        event_dict["span_id"] = format(context.span_id, "016x")
+    return event_dict
+
+
+def redaction_processor(*, pii: bool) -> Processor:
+    """A processor hiding secret-named fields always, and PII in every value when `pii`."""
+
+    def redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        for key, value in event_dict.items():
+            if key in _OWN_FIELDS:
+                continue
+            if is_secret_key(key):
+                event_dict[key] = secret_placeholder(value)
+            else:
+                event_dict[key] = redact_value(_jsonable(value, 0), pii=pii)
+        return event_dict
+
+    return redact_event
+
+
+def _jsonable(value: Any, depth: int) -> Any:
+    """Plain JSON types, so that redaction sees exactly the text the renderer will write."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if depth >= _MAX_DEPTH:
+        return FALLBACK
+    if isinstance(value, Mapping):
+        return {_key(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(item, depth + 1) for item in value]
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value, depth + 1)
+    try:
+        return str(value)
+    except Exception:
+        return FALLBACK
+
+
+def _key(key: object) -> str:
+    try:
+        return key if isinstance(key, str) else str(key)
+    except Exception:
+        return FALLBACK
+
+
+def _order_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Timestamp, level, logger and event first: the line reads well in a terminal too."""
+    ordered = {key: event_dict.pop(key) for key in _FIRST_FIELDS if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def _shared_processors() -> list[Processor]:
+    """Run for every event, structlog's or the standard library's, at the time it is logged."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_context,
+        structlog.processors.StackInfoRenderer(),
+        # Tracebacks become an `exception` string, which the redaction step then scrubs.
+        structlog.processors.format_exc_info,
+    ]
+
+
+def _renderer(settings: Settings, stream: TextIO) -> Processor:
+    if settings.log_format == "console":
+        return structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
+    return structlog.processors.JSONRenderer()
+
+
+def _formatter(settings: Settings, stream: TextIO) -> structlog.stdlib.ProcessorFormatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *_shared_processors()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            redaction_processor(pii=settings.redact_pii),
+            _order_fields,
+            _renderer(settings, stream),
+        ],
+    )
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a line is emitted, not when configured.
+
+    Test runners and process managers swap `sys.stderr`; a handler holding the old object
+    would write into a closed stream.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # `handle` holds the handler's lock around `emit`
+        super().emit(record)
+
+
+def _is_plain_console_handler(handler: logging.Handler) -> bool:
+    """A bare stdout/stderr handler (from `basicConfig` and friends) that would print raw text."""
+    return type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (
+        sys.stdout,
+        sys.stderr,
+        sys.__stdout__,
+        sys.__stderr__,
+    )
+
+
+def _install_root_handler(handler: logging.Handler, level: str) -> None:
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        # Other handlers (pytest's capture, a file handler someone added) are left alone.
+        if getattr(existing, _HANDLER_MARK, False) or _is_plain_console_handler(existing):
+            root.removeHandler(existing)
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ROUTED_LOGGERS:
+        routed = logging.getLogger(name)
+        routed.handlers.clear()
+        routed.propagate = True
+
+
+def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
+    """Send structlog and standard-library logging through one redacting renderer.
+
+    Safe to call again: the previous handler is replaced, not stacked. `stream` defaults to
+    standard error, keeping standard output free for commands' own output.
+    """
+    target = stream if stream is not None else sys.stderr
+    handler: logging.Handler = (
+        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    )
+    handler.setFormatter(_formatter(settings, target))
+    _install_root_handler(handler, settings.log_level)
+    logging.captureWarnings(True)
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        context_class=dict,
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Module-level loggers are created before configuration; caching would pin them to
+        # whichever configuration they first saw.
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger named like a standard-library logger (`vocalis.http`)."""
+    return structlog.stdlib.get_logger(name)
+
+
+def bind_context(**values: Any) -> None:
+    """Bind fields (`request_id`, `org_id`, `conversation_id`…) onto every following line."""
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def unbind_context(*keys: str) -> None:
+    """Remove previously bound fields."""
+    structlog.contextvars.unbind_contextvars(*keys)
+
+
+def clear_context() -> None:
+    """Forget every bound field (start of a request, task or connection)."""
+    structlog.contextvars.clear_contextvars()

@@ -1,0 +1,198 @@
+"""The outermost ASGI layer: request ids, log context, metrics, body limits, last-resort 500s.
+
+Written as plain ASGI (not BaseHTTPMiddleware) so streaming responses and WebSockets pass
+through untouched and cheaply.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vocalis.core import errors
+from vocalis.core.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
+from vocalis.core.problems import problem_response
+from vocalis.core.tracing import current_trace_id
+
+log = structlog.get_logger("vocalis.http")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+_ACCEPTED_TYPES = ("application/json", "multipart/form-data")
+# Endpoints that legitimately take other bodies declare their path prefixes here.
+RAW_BODY_PATHS: tuple[str, ...] = ()
+# Multipart uploads have their own, larger, per-endpoint limits enforced while streaming.
+UPLOAD_PATH_MARKERS: tuple[str, ...] = ("/documents", "/audio/transcriptions")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "<unmatched>"
+
+
+def _is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+class RequestContextMiddleware:
+    """Request id, log context, HTTP metrics, body-size and content-type checks."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        await self._http(scope, receive, send, request_id)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        method = scope["method"]
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        too_large = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if too_large and not response_started:
+                # The framework turned our overflow into its own error; answer 413 instead.
+                response_started = True
+                status = 413
+                problem = self._problem(scope, errors.PAYLOAD_TOO_LARGE, f"Body exceeds {limit} bytes.")
+                await problem(scope, receive, send_wrapper_raw)
+                return
+            if too_large:
+                return
+            await send_wrapper_raw(message)
+
+        async def send_wrapper_raw(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                extra = scope.get("state", {}).get("rate_limit_headers") or {}
+                headers.extend(
+                    (k.lower().encode(), v.encode())
+                    for k, v in extra.items()
+                    if all(h[0] != k.lower().encode() for h in headers)
+                )
+                message["headers"] = headers
+            await send(message)
+
+        limit = self._limit_for(scope)
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge()
+            return message
+
+        HTTP_IN_FLIGHT.inc()
+        try:
+            early = self._precheck(scope, method, limit)
+            if early is not None:
+                await early(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive_wrapper, send_wrapper)
+        except _BodyTooLarge:
+            if not response_started:
+                await self._problem(
+                    scope, errors.PAYLOAD_TOO_LARGE, f"Body exceeds {limit} bytes."
+                )(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled_error", method=method, path=scope.get("path"))
+            if not response_started:
+                await self._problem(scope, errors.INTERNAL_ERROR, None)(
+                    scope, receive, send_wrapper
+                )
+        finally:
+            HTTP_IN_FLIGHT.dec()
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_LATENCY.labels(method, route, str(status)).observe(elapsed)
+            log.info(
+                "http_request",
+                method=method,
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                trace_id=current_trace_id(),
+            )
+
+    def _limit_for(self, scope: Scope) -> int:
+        path = scope.get("path", "")
+        if any(marker in path for marker in UPLOAD_PATH_MARKERS):
+            return self.max_upload_bytes
+        return self.max_body_bytes
+
+    def _precheck(self, scope: Scope, method: str, limit: int) -> Any:
+        length = _header(scope, b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return self._problem(scope, errors.BAD_REQUEST, "Invalid Content-Length.")
+            if int(length) > limit:
+                return self._problem(
+                    scope, errors.PAYLOAD_TOO_LARGE, f"Body exceeds {limit} bytes."
+                )
+        if method in _BODY_METHODS and (length not in (None, "0")):
+            content_type = _header(scope, b"content-type") or ""
+            path = scope.get("path", "")
+            if not path.startswith(RAW_BODY_PATHS or ("\0",)) and not (
+                _is_json_type(content_type)
+                or content_type.lower().startswith("multipart/form-data")
+            ):
+                return self._problem(
+                    scope,
+                    errors.UNSUPPORTED_MEDIA_TYPE,
+                    f"Send the body as one of: {', '.join(_ACCEPTED_TYPES)}.",
+                )
+        return None
+
+    @staticmethod
+    def _problem(scope: Scope, code: str, detail: str | None) -> ASGIApp:
+        async def app(scope_: Scope, receive: Receive, send: Send) -> None:
+            response = problem_response(Request(scope_), code, detail)
+            await response(scope_, receive, send)
+
+        return app

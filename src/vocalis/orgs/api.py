@@ -1,0 +1,81 @@
+"""Routes: /v1/org and /v1/api-keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+
+from vocalis.core.deps import SessionDep
+from vocalis.core.errors import PermissionDenied
+from vocalis.core.pagination import ListResource, Page, paginate
+from vocalis.core.scopes import can_grant
+from vocalis.core.security import Principal, Scoped
+from vocalis.orgs import service
+from vocalis.orgs.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, OrgOut, OrgUpdate
+
+router = APIRouter(prefix="/v1", tags=["organisation"])
+_404: dict[int | str, dict[str, Any]] = {404: {"description": "Not found (or another organisation's)."}}
+
+
+@router.get("/org", response_model=OrgOut, summary="The caller's organisation")
+async def get_org(
+    principal: Annotated[Principal, Scoped("org:read")], session: SessionDep
+) -> OrgOut:
+    org = await service.get_org(session=session, org_id=principal.org_id)
+    return OrgOut.model_validate(org)
+
+
+@router.patch("/org", response_model=OrgOut, summary="Change the organisation")
+async def update_org(
+    body: OrgUpdate, principal: Annotated[Principal, Scoped("org:write")], session: SessionDep
+) -> OrgOut:
+    org = await service.update_org(
+        session=session, org_id=principal.org_id, name=body.name, retention_days=body.retention_days
+    )
+    return OrgOut.model_validate(org)
+
+
+@router.post(
+    "/api-keys", response_model=ApiKeyCreated, status_code=201, summary="Create an API key"
+)
+async def create_api_key(
+    body: ApiKeyCreate,
+    principal: Annotated[Principal, Scoped("api_keys:write")],
+    session: SessionDep,
+) -> ApiKeyCreated:
+    if not can_grant(principal.role, body.role):
+        raise PermissionDenied(
+            f"A {principal.role.value} key cannot create a {body.role.value} key."
+        )
+    issued = await service.create_api_key(
+        session=session,
+        org_id=principal.org_id,
+        name=body.name,
+        role=body.role,
+        scopes=body.scopes,
+        expires_at=body.expires_at,
+        created_by=principal.user_id,
+    )
+    return ApiKeyCreated(**ApiKeyOut.model_validate(issued.key).model_dump(), key=issued.plaintext)
+
+
+@router.get("/api-keys", response_model=ListResource[ApiKeyOut], summary="List API keys")
+async def list_api_keys(
+    page: Page, principal: Annotated[Principal, Scoped("api_keys:read")], session: SessionDep
+) -> ListResource[ApiKeyOut]:
+    after = str(page.position["id"]) if page.position and "id" in page.position else None
+    keys = await service.list_api_keys(
+        session=session, org_id=principal.org_id, limit=page.limit + 1, after=after
+    )
+    return paginate([ApiKeyOut.model_validate(k) for k in keys], page.limit, lambda k: {"id": k.id})
+
+
+@router.delete(
+    "/api-keys/{key_id}", response_model=ApiKeyOut, responses=_404, summary="Revoke an API key"
+)
+async def revoke_api_key(
+    key_id: str, principal: Annotated[Principal, Scoped("api_keys:write")], session: SessionDep
+) -> ApiKeyOut:
+    key = await service.revoke_api_key(session=session, org_id=principal.org_id, key_id=key_id)
+    return ApiKeyOut.model_validate(key)

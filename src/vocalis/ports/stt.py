@@ -1,0 +1,53 @@
+"""Speech-to-text port: whole-utterance transcription, optionally cheap partials.
+
+Adapters: `adapters/faster_whisper_stt.py` (offline default), `adapters/openai_stt.py`
+(any OpenAI-compatible `/v1/audio/transcriptions`). Input is always mono PCM16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class TranscriptSegment:
+    """A stretch of recognised speech with its times in seconds from the audio start."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """The result of transcribing one utterance."""
+
+    text: str
+    language: str | None = None
+    duration: float = 0.0
+    segments: tuple[TranscriptSegment, ...] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    """Turns an utterance into text; CPU-bound engines must not block the event loop."""
+
+    name: str
+
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, language: str | None = None
+    ) -> Transcript:
+        """Transcribe mono PCM16 at `sample_rate`; `language` is an ISO 639-1 hint."""
+        ...
+
+
+@runtime_checkable
+class PartialTranscriber(Protocol):
+    """An engine that can also give a quick, less accurate transcript of audio so far."""
+
+    async def transcribe_partial(
+        self, pcm16: bytes, sample_rate: int, language: str | None = None
+    ) -> str:
+        """A fast best-effort transcript of an utterance still in progress."""
+        ...

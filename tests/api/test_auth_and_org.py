@@ -1,0 +1,165 @@
+"""Authentication, scopes, API keys and tenant isolation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.api.conftest import Api
+from vocalis.core.scopes import Role
+
+PROBLEM = "application/problem+json"
+
+
+async def test_owner_key_reads_its_organisation(api: Api) -> None:
+    acme = await api.tenant("Acme")
+    response = await api.client.get("/v1/org", headers=acme.headers)
+    assert response.status_code == 200
+    assert response.json()["id"] == acme.org_id
+    assert response.json()["name"] == "Acme"
+
+
+async def test_missing_key_is_401_problem(api: Api) -> None:
+    response = await api.client.get("/v1/org")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["code"] == "auth_missing"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_wrong_key_is_401_problem_with_request_id(api: Api) -> None:
+    response = await api.client.get(
+        "/v1/org", headers={"Authorization": "Bearer vk_wrongwrongwrongwrongwrongwrongwrong"}
+    )
+    assert response.status_code == 401
+    body = response.json()
+    assert body["code"] == "auth_invalid"
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+async def test_created_key_is_shown_once_and_stored_hashed(api: Api) -> None:
+    acme = await api.tenant()
+    created = await api.client.post(
+        "/v1/api-keys", json={"name": "ci", "role": "viewer"}, headers=acme.headers
+    )
+    assert created.status_code == 201
+    key = created.json()["key"]
+    assert key.startswith("vk_")
+    listed = await api.client.get("/v1/api-keys", headers=acme.headers)
+    assert all("key" not in k for k in listed.json()["data"])
+    async with api.backends.database.session() as session:
+        from sqlalchemy import select
+
+        from vocalis.orgs.models import ApiKey
+
+        stored = (await session.scalars(select(ApiKey.secret_hash))).all()
+    assert key not in stored
+    assert (
+        await api.client.get("/v1/org", headers={"Authorization": f"Bearer {key}"})
+    ).status_code == 200
+
+
+async def test_viewer_key_cannot_write(api: Api) -> None:
+    acme = await api.tenant()
+    viewer = await api.key_for(acme, Role.VIEWER)
+    response = await api.client.patch("/v1/org", json={"name": "x"}, headers=viewer.headers)
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden_scope"
+
+
+async def test_key_cannot_create_a_more_powerful_key(api: Api) -> None:
+    acme = await api.tenant()
+    admin = await api.key_for(acme, Role.ADMIN)
+    response = await api.client.post(
+        "/v1/api-keys", json={"name": "x", "role": "owner"}, headers=admin.headers
+    )
+    assert response.status_code == 403
+
+
+async def test_scopes_beyond_the_role_are_refused(api: Api) -> None:
+    acme = await api.tenant()
+    response = await api.client.post(
+        "/v1/api-keys",
+        json={"name": "x", "role": "viewer", "scopes": ["agents:write"]},
+        headers=acme.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_failed"
+
+
+async def test_narrowed_scopes_are_enforced(api: Api) -> None:
+    acme = await api.tenant()
+    created = await api.client.post(
+        "/v1/api-keys",
+        json={"name": "x", "role": "developer", "scopes": ["agents:read"]},
+        headers=acme.headers,
+    )
+    narrow = {"Authorization": f"Bearer {created.json()['key']}"}
+    assert (await api.client.get("/v1/org", headers=narrow)).status_code == 403
+
+
+async def test_revoked_key_stops_working(api: Api) -> None:
+    acme = await api.tenant()
+    created = (
+        await api.client.post("/v1/api-keys", json={"name": "tmp"}, headers=acme.headers)
+    ).json()
+    revoked = await api.client.delete(f"/v1/api-keys/{created['id']}", headers=acme.headers)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    response = await api.client.get(
+        "/v1/org", headers={"Authorization": f"Bearer {created['key']}"}
+    )
+    assert response.status_code == 401
+
+
+async def test_expired_key_stops_working(api: Api) -> None:
+    acme = await api.tenant()
+    async with api.backends.database.session() as session:
+        from vocalis.orgs import service
+
+        issued = await service.create_api_key(
+            session=session,
+            org_id=acme.org_id,
+            name="short",
+            role=Role.VIEWER,
+            expires_at=datetime.now(UTC) + timedelta(seconds=1),
+        )
+        issued.key.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    response = await api.client.get(
+        "/v1/org", headers={"Authorization": f"Bearer {issued.plaintext}"}
+    )
+    assert response.status_code == 401
+
+
+async def test_last_used_is_recorded(api: Api) -> None:
+    acme = await api.tenant()
+    await api.client.get("/v1/org", headers=acme.headers)
+    keys = (await api.client.get("/v1/api-keys", headers=acme.headers)).json()["data"]
+    assert keys[0]["last_used_at"] is not None
+
+
+async def test_another_organisations_key_is_404(api: Api) -> None:
+    acme = await api.tenant("Acme")
+    globex = await api.tenant("Globex")
+    theirs = (
+        await api.client.post("/v1/api-keys", json={"name": "g"}, headers=globex.headers)
+    ).json()
+    response = await api.client.delete(f"/v1/api-keys/{theirs['id']}", headers=acme.headers)
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    listed = (await api.client.get("/v1/api-keys", headers=acme.headers)).json()["data"]
+    assert theirs["id"] not in {k["id"] for k in listed}
+
+
+async def test_api_keys_paginate_with_cursor(api: Api) -> None:
+    acme = await api.tenant()
+    for i in range(5):
+        await api.client.post("/v1/api-keys", json={"name": f"k{i}"}, headers=acme.headers)
+    first = (await api.client.get("/v1/api-keys?limit=4", headers=acme.headers)).json()
+    assert first["has_more"] and len(first["data"]) == 4
+    second = (
+        await api.client.get(
+            f"/v1/api-keys?limit=4&cursor={first['next_cursor']}", headers=acme.headers
+        )
+    ).json()
+    assert not second["has_more"] and len(second["data"]) == 2
+    ids = [k["id"] for k in first["data"] + second["data"]]
+    assert len(set(ids)) == 6

@@ -1,0 +1,340 @@
+"""Structured logging: the shape of a line, bound context, redaction, stdlib routing, traces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+
+from vocalis.core.logging import (
+    bind_context,
+    clear_context,
+    configure_logging,
+    get_logger,
+    unbind_context,
+)
+from vocalis.settings import Settings
+
+Configure = Callable[..., io.StringIO]
+
+
+@pytest.fixture
+def configure() -> Iterator[Configure]:
+    """Configure logging into a fresh buffer; the process's logging is restored afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    saved_access = (list(uvicorn_access.handlers), uvicorn_access.propagate)
+    clear_context()
+
+    def _configure(**overrides: Any) -> io.StringIO:
+        stream = io.StringIO()
+        configure_logging(Settings(**overrides), stream=stream)
+        return stream
+
+    yield _configure
+    clear_context()
+    structlog.reset_defaults()
+    logging.captureWarnings(False)
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    uvicorn_access.handlers[:], uvicorn_access.propagate = saved_access
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    """Every line written, parsed as JSON (fails loudly on a non-JSON line)."""
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def only_line(stream: io.StringIO) -> dict[str, Any]:
+    written = lines(stream)
+    assert len(written) == 1, written
+    return written[0]
+
+
+# --- shape and context --------------------------------------------------------------------
+
+
+def test_a_line_is_json_with_timestamp_level_logger_and_event(configure: Configure) -> None:
+    stream = configure()
+    get_logger("vocalis.test").info("agent created", agent_id="agt_1")
+    line = only_line(stream)
+    assert line["event"] == "agent created"
+    assert line["level"] == "info"
+    assert line["logger"] == "vocalis.test"
+    assert line["agent_id"] == "agt_1"
+    assert dt.datetime.fromisoformat(line["timestamp"]).tzinfo is not None
+
+
+def test_bound_context_fields_appear_on_the_line(configure: Configure) -> None:
+    stream = configure()
+    bind_context(
+        request_id="req_1",
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        span_id="b7ad6b7169203331",
+        org_id="org_1",
+        conversation_id="conv_1",
+    )
+    get_logger("vocalis.test").info("message sent")
+    line = only_line(stream)
+    assert {
+        k: line[k] for k in ("request_id", "trace_id", "span_id", "org_id", "conversation_id")
+    } == {
+        "request_id": "req_1",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "span_id": "b7ad6b7169203331",
+        "org_id": "org_1",
+        "conversation_id": "conv_1",
+    }
+
+
+def test_bound_context_appears_on_every_following_line(configure: Configure) -> None:
+    stream = configure()
+    bind_context(request_id="req_2")
+    log = get_logger("vocalis.test")
+    log.info("first")
+    log.warning("second")
+    assert [line["request_id"] for line in lines(stream)] == ["req_2", "req_2"]
+
+
+def test_cleared_context_is_gone_from_later_lines(configure: Configure) -> None:
+    stream = configure()
+    bind_context(request_id="req_3", org_id="org_3")
+    clear_context()
+    get_logger("vocalis.test").info("after clear")
+    line = only_line(stream)
+    assert "request_id" not in line
+    assert "org_id" not in line
+
+
+def test_unbound_field_is_gone_and_the_others_stay(configure: Configure) -> None:
+    stream = configure()
+    bind_context(request_id="req_4", conversation_id="conv_4")
+    unbind_context("conversation_id")
+    get_logger("vocalis.test").info("after unbind")
+    line = only_line(stream)
+    assert line["request_id"] == "req_4"
+    assert "conversation_id" not in line
+
+
+def test_lines_below_the_configured_level_are_dropped(configure: Configure) -> None:
+    stream = configure(log_level="WARNING")
+    log = get_logger("vocalis.test")
+    log.info("quiet")
+    log.warning("loud")
+    assert [line["event"] for line in lines(stream)] == ["loud"]
+
+
+# --- redaction ----------------------------------------------------------------------------
+
+
+def test_email_in_the_message_is_redacted(configure: Configure) -> None:
+    stream = configure(redact_pii=True)
+    get_logger("vocalis.test").info("signed in as jane@example.com")
+    assert only_line(stream)["event"] == "signed in as [EMAIL]"
+
+
+def test_email_in_a_field_is_redacted(configure: Configure) -> None:
+    stream = configure(redact_pii=True)
+    get_logger("vocalis.test").info("caller", email="jane@example.com", to=["+1 415 555 2671"])
+    line = only_line(stream)
+    assert line["email"] == "[EMAIL]"
+    assert line["to"] == ["[PHONE]"]
+
+
+def test_pii_in_a_bound_context_field_is_redacted(configure: Configure) -> None:
+    stream = configure(redact_pii=True)
+    bind_context(caller="jane@example.com")
+    get_logger("vocalis.test").info("turn")
+    assert only_line(stream)["caller"] == "[EMAIL]"
+
+
+def test_pii_stays_when_redaction_is_off(configure: Configure) -> None:
+    stream = configure(redact_pii=False)
+    get_logger("vocalis.test").info("signed in as jane@example.com")
+    assert only_line(stream)["event"] == "signed in as jane@example.com"
+
+
+def test_password_field_is_redacted_even_with_redaction_off(configure: Configure) -> None:
+    stream = configure(redact_pii=False)
+    get_logger("vocalis.test").info("login", password="hunter2", user="bob")
+    line = only_line(stream)
+    assert line["password"] == "[SECRET]"
+    assert line["user"] == "bob"
+
+
+@pytest.mark.parametrize("key", ["secret", "api_key", "access_token", "authorization", "cookie"])
+def test_secret_named_fields_are_always_redacted(configure: Configure, key: str) -> None:
+    stream = configure(redact_pii=False)
+    get_logger("vocalis.test").info("request", **{key: "opaque-value"})
+    assert only_line(stream)[key] == "[SECRET]"
+
+
+def test_secret_nested_in_a_field_is_redacted_with_redaction_off(configure: Configure) -> None:
+    stream = configure(redact_pii=False)
+    get_logger("vocalis.test").info(
+        "outbound", headers={"Authorization": "Bearer x", "Accept": "*/*"}
+    )
+    assert only_line(stream)["headers"] == {"Authorization": "[SECRET]", "Accept": "*/*"}
+
+
+def test_credentials_in_the_message_are_redacted_with_redaction_off(configure: Configure) -> None:
+    stream = configure(redact_pii=False)
+    get_logger("vocalis.test").info("connecting to postgresql://app:s3cret@db/app")
+    assert only_line(stream)["event"] == "connecting to postgresql://app:[SECRET]@db/app"
+
+
+def test_non_json_values_are_stringified_then_redacted(configure: Configure) -> None:
+    class Caller:
+        def __str__(self) -> str:
+            return "Caller(jane@example.com)"
+
+    stream = configure(redact_pii=True)
+    get_logger("vocalis.test").info("turn", caller=Caller(), at=dt.date(2024, 1, 15))
+    line = only_line(stream)
+    assert line["caller"] == "Caller([EMAIL])"
+    assert line["at"] == "2024-01-15"
+
+
+# --- exceptions ---------------------------------------------------------------------------
+
+
+def test_exception_is_an_exception_field_with_a_redacted_traceback(configure: Configure) -> None:
+    stream = configure(redact_pii=True)
+    try:
+        raise ValueError("card 4111 1111 1111 1111 declined")
+    except ValueError:
+        get_logger("vocalis.test").exception("payment failed")
+    line = only_line(stream)
+    assert line["level"] == "error"
+    assert "Traceback (most recent call last)" in line["exception"]
+    assert "ValueError: card [CARD] declined" in line["exception"]
+    assert "4111" not in json.dumps(line)
+
+
+def test_stdlib_exception_is_an_exception_field_too(configure: Configure) -> None:
+    stream = configure(redact_pii=True)
+    try:
+        raise RuntimeError("token=abc123")
+    except RuntimeError:
+        logging.getLogger("celery.app.trace").exception("task failed")
+    line = only_line(stream)
+    assert "RuntimeError: token=[TOKEN]" in line["exception"]
+
+
+# --- the standard library -----------------------------------------------------------------
+
+
+def test_stdlib_logging_comes_out_as_json_with_context(configure: Configure) -> None:
+    stream = configure()
+    bind_context(request_id="req_5")
+    logging.getLogger("sqlalchemy.pool").warning("pool %s is %d%% full", "main", 90)
+    line = only_line(stream)
+    assert line["event"] == "pool main is 90% full"
+    assert line["logger"] == "sqlalchemy.pool"
+    assert line["level"] == "warning"
+    assert line["request_id"] == "req_5"
+    assert "timestamp" in line
+
+
+def test_stdlib_message_and_extra_fields_are_redacted(configure: Configure) -> None:
+    stream = configure(redact_pii=True)
+    logging.getLogger("uvicorn.error").error(
+        "rejected %s", "jane@example.com", extra={"password": "hunter2", "peer": "a@b.io"}
+    )
+    line = only_line(stream)
+    assert line["event"] == "rejected [EMAIL]"
+    assert line["password"] == "[SECRET]"
+    assert line["peer"] == "[EMAIL]"
+
+
+def test_a_library_logger_with_its_own_handler_is_taken_over(configure: Configure) -> None:
+    own = io.StringIO()
+    access = logging.getLogger("uvicorn.access")
+    access.addHandler(logging.StreamHandler(own))
+    access.propagate = False
+    stream = configure()
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/healthz", "1.1", 200)
+    assert only_line(stream)["event"] == '127.0.0.1:5000 - "GET /healthz HTTP/1.1" 200'
+    assert own.getvalue() == ""
+
+
+def test_python_warnings_come_out_as_json(configure: Configure) -> None:
+    stream = configure()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logging.captureWarnings(True)  # catch_warnings restored showwarning on entry
+        warnings.warn("deprecated thing", UserWarning, stacklevel=1)
+    line = only_line(stream)
+    assert line["logger"] == "py.warnings"
+    assert "UserWarning: deprecated thing" in line["event"]
+
+
+# --- OpenTelemetry ------------------------------------------------------------------------
+
+
+def test_trace_and_span_ids_of_the_active_span_are_on_the_line(configure: Configure) -> None:
+    stream = configure()
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("agent.run") as span:
+        get_logger("vocalis.test").info("inside")
+        context = span.get_span_context()
+    line = only_line(stream)
+    assert line["trace_id"] == format(context.trace_id, "032x")
+    assert line["span_id"] == format(context.span_id, "016x")
+
+
+def test_stdlib_lines_carry_the_active_span_too(configure: Configure) -> None:
+    stream = configure()
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("webhook.deliver") as span:
+        logging.getLogger("httpx").info("HTTP Request: POST https://example.com/hook")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    assert only_line(stream)["trace_id"] == trace_id
+
+
+def test_no_trace_id_outside_a_span(configure: Configure) -> None:
+    stream = configure()
+    get_logger("vocalis.test").info("outside")
+    assert "trace_id" not in only_line(stream)
+
+
+# --- reconfiguration ----------------------------------------------------------------------
+
+
+def test_configuring_again_replaces_the_handler_instead_of_stacking(configure: Configure) -> None:
+    first = configure()
+    second = configure()
+    get_logger("vocalis.test").info("once")
+    logging.getLogger("other").warning("once too")
+    assert first.getvalue() == ""
+    assert [line["event"] for line in lines(second)] == ["once", "once too"]
+
+
+def test_a_logger_created_before_reconfiguration_follows_the_new_settings(
+    configure: Configure,
+) -> None:
+    log = get_logger("vocalis.test")
+    configure(redact_pii=True)
+    log.info("warm-up")
+    stream = configure(redact_pii=False)
+    log.info("jane@example.com")
+    assert only_line(stream)["event"] == "jane@example.com"
+
+
+def test_console_format_writes_human_readable_lines(configure: Configure) -> None:
+    stream = configure(log_format="console")
+    get_logger("vocalis.test").info("hello jane@example.com", password="x")
+    text = stream.getvalue()
+    assert "hello [EMAIL]" in text
+    assert "password=[SECRET]" in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)

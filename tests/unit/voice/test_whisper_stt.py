@@ -1,0 +1,112 @@
+"""The offline faster-whisper speech-to-text adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.unit.voice.conftest import Speak
+from vocalis.adapters.faster_whisper_stt import (
+    DEFAULT_MODEL_SHA256,
+    FasterWhisperSTT,
+    ModelIntegrityError,
+    default_model_dir,
+)
+from vocalis.ports.stt import PartialTranscriber, SpeechToText
+from vocalis.voice.wer import word_error_rate
+
+QUESTIONS = [
+    "What is the refund policy for damaged items?",
+    "How long does shipping take to Canada?",
+    "Can I change the delivery address after ordering?",
+    "Please tell me the opening hours of the London office.",
+    "Which payment methods do you accept?",
+    "My password reset email never arrived.",
+    "Is there a discount for annual subscriptions?",
+    "Do you deliver orders over 50 pounds for free?",
+]
+
+
+def test_implements_the_speech_to_text_ports(whisper: FasterWhisperSTT) -> None:
+    assert isinstance(whisper, SpeechToText)
+    assert isinstance(whisper, PartialTranscriber)
+
+
+async def test_transcribes_synthesised_questions_with_wer_at_most_15_percent(
+    whisper: FasterWhisperSTT, speak: Speak
+) -> None:
+    hypotheses = [(await whisper.transcribe(await speak(q), 16000)).text for q in QUESTIONS]
+    wer = word_error_rate(QUESTIONS, hypotheses)
+    assert wer <= 0.15, list(zip(QUESTIONS, hypotheses, strict=True))
+
+
+async def test_transcript_has_language_duration_and_timed_segments(
+    whisper: FasterWhisperSTT, speak: Speak
+) -> None:
+    pcm = await speak("How long does shipping take to Canada?")
+    transcript = await whisper.transcribe(pcm, 16000)
+    assert transcript.language == "en"
+    assert transcript.duration == pytest.approx(len(pcm) / 32000)
+    assert transcript.segments
+    assert all(0 <= s.start < s.end <= transcript.duration + 0.5 for s in transcript.segments)
+
+
+async def test_accepts_audio_at_other_sample_rates(whisper: FasterWhisperSTT, espeak) -> None:  # type: ignore[no-untyped-def]
+    from vocalis.ports.tts import synthesize
+
+    pcm = await synthesize(espeak, "Which payment methods do you accept?")
+    transcript = await whisper.transcribe(pcm, espeak.sample_rate)
+    assert word_error_rate(["Which payment methods do you accept?"], [transcript.text]) <= 0.2
+
+
+async def test_partial_transcript_is_text(whisper: FasterWhisperSTT, speak: Speak) -> None:
+    text = await whisper.transcribe_partial(await speak("How long does shipping take?"), 16000)
+    assert "shipping" in text.lower()
+
+
+async def test_empty_audio_gives_an_empty_transcript(whisper: FasterWhisperSTT) -> None:
+    transcript = await whisper.transcribe(b"", 16000)
+    assert transcript.text == "" and transcript.duration == 0.0
+
+
+async def test_the_event_loop_keeps_running_during_transcription(
+    whisper: FasterWhisperSTT, speak: Speak
+) -> None:
+    pcm = await speak("Please tell me the opening hours of the London office.")
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await whisper.transcribe(pcm, 16000)
+    task.cancel()
+    assert len(gaps) > 5
+    assert max(gaps) < 0.1  # the loop was never held for long
+
+
+def test_model_files_with_a_wrong_checksum_are_refused() -> None:
+    tampered = {**DEFAULT_MODEL_SHA256, "model.bin": "0" * 64}
+    with pytest.raises(ModelIntegrityError, match="model.bin"):
+        FasterWhisperSTT(default_model_dir(), sha256=tampered).load()
+
+
+def test_a_model_directory_without_checksums_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "model.bin").write_bytes(b"not a model")
+    with pytest.raises(ModelIntegrityError, match="SHA256SUMS"):
+        FasterWhisperSTT(tmp_path).load()
+
+
+def test_a_checksum_file_is_honoured(tmp_path: Path) -> None:
+    (tmp_path / "model.bin").write_bytes(b"not a model")
+    (tmp_path / "SHA256SUMS").write_text(f"{'1' * 64}  model.bin\n")
+    with pytest.raises(ModelIntegrityError, match="expected 1111"):
+        FasterWhisperSTT(tmp_path).load()
