@@ -12,7 +12,7 @@ from vocalis import __version__
 from vocalis.core.backends import Backends, build_backends
 from vocalis.core.logging import configure_logging
 from vocalis.core.middleware import RequestContextMiddleware
-from vocalis.core.problems import install_problem_handlers
+from vocalis.core.problems import PROBLEM_RESPONSES, install_problem_handlers
 from vocalis.core.ratelimit import RateLimiter
 from vocalis.core.tracing import configure_tracing
 from vocalis.flags.service import configure_flags
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         version=__version__,
         summary="Self-hosted voice and chat AI agents.",
         lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
     )
     app.state.settings = settings
     install_problem_handlers(app)

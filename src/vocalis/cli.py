@@ -89,6 +89,7 @@ def serve(
         workers=workers,
         log_config=None,
         proxy_headers=True,
+        access_log=False,
         ws_max_size=4 * 1024 * 1024,
     )
 

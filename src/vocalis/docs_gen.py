@@ -155,9 +155,10 @@ def metrics() -> str:
             if not metric.name.startswith("vocalis_"):
                 continue
             labels = getattr(collector, "_labelnames", ())
+            name = metric.name + ("_total" if metric.type == "counter" else "")
             rows.append(
                 [
-                    f"`{metric.name}`",
+                    f"`{name}`",
                     metric.type,
                     ", ".join(f"`{x}`" for x in labels),
                     metric.documentation,

@@ -5,10 +5,9 @@ an `org_id` predicate that is always applied *before* ranking (LanceDB prefilter
 every value escaped and every field name taken from an allow-list. The text column has
 LanceDB's native BM25 index (no tantivy); once the table passes `ann_index_threshold`
 rows, an IVF_HNSW_SQ vector index and scalar indexes on the filter columns are built, and
-rows added later are folded in by `optimize()` as they accumulate. Hybrid scores fuse the
-cosine similarity with the max-normalised BM25 score: `alpha * vector + (1 - alpha) *
-keyword`, the relative-score fusion Weaviate uses, so `alpha` means the same on both
-backends.
+rows added later are folded in by `optimize()` as they accumulate. Vector and BM25
+candidates are fused exactly as Weaviate's relative-score fusion does (`fused_scores`),
+so `alpha` and scores mean the same on both backends.
 
 LanceDB's Python API is asynchronous over its own Rust runtime: no call blocks the loop.
 """
@@ -334,25 +333,53 @@ def _fuse(
     query_vector: np.ndarray[Any, Any],
     alpha: float,
 ) -> list[tuple[Mapping[str, Any], float]]:
-    """Relative-score fusion: cosine similarity and max-normalised BM25, weighted by alpha."""
-    rows: dict[str, Mapping[str, Any]] = {}
-    keyword: dict[str, float] = {}
-    top_bm25 = max((float(h["_score"]) for h in keyword_hits), default=0.0)
-    for hit in keyword_hits:
-        rows[hit["id"]] = hit
-        keyword[hit["id"]] = float(hit["_score"]) / top_bm25 if top_bm25 > 0 else 0.0
+    """Rank candidates by fused score, best first (see `fused_scores`)."""
+    rows: dict[str, Mapping[str, Any]] = {hit["id"]: hit for hit in keyword_hits}
     for hit in vector_hits:
         rows.setdefault(hit["id"], hit)
-    norm = float(np.linalg.norm(query_vector)) or 1.0
-    scored = []
-    for chunk_id, row in rows.items():
-        # The exact cosine for every candidate, keyword-only hits included.
-        vector = np.asarray(row["vector"], dtype=np.float32)
-        similarity = float(vector @ query_vector) / ((float(np.linalg.norm(vector)) or 1.0) * norm)
-        score = alpha * max(similarity, 0.0) + (1.0 - alpha) * keyword.get(chunk_id, 0.0)
-        scored.append((row, clamp_score(score)))
-    scored.sort(key=lambda item: item[1], reverse=True)
-    return scored
+    matrix = np.asarray([row["vector"] for row in rows.values()], dtype=np.float32)
+    similarities = _cosine(matrix, query_vector) if rows else np.zeros(0, dtype=np.float32)
+    bm25 = {hit["id"]: float(hit["_score"]) for hit in keyword_hits}
+    scores = fused_scores(similarities.tolist(), [bm25.get(chunk_id) for chunk_id in rows], alpha)
+    ranked = sorted(zip(rows.values(), scores, strict=True), key=lambda item: -item[1])
+    return ranked
+
+
+def fused_scores(
+    similarities: Sequence[float], bm25: Sequence[float | None], alpha: float
+) -> list[float]:
+    """Weaviate's relative-score fusion over one candidate set.
+
+    Pure vector search (alpha 1) keeps the absolute cosine similarity, so a threshold
+    means "at least this similar". Otherwise each signal is min-max normalised over the
+    candidates (a candidate the keyword search did not return scores 0 there) and mixed
+    as `alpha * vector + (1 - alpha) * keyword`: hybrid scores rank well but are relative
+    to the candidate set.
+    """
+    if alpha >= 1.0:
+        return [clamp_score(s) for s in similarities]
+    vector_part = _min_max(list(similarities))
+    keyword_values = [b for b in bm25 if b is not None]
+    keyword_norm = iter(_min_max(keyword_values))
+    keyword_part = [next(keyword_norm) if b is not None else 0.0 for b in bm25]
+    return [
+        clamp_score(alpha * v + (1.0 - alpha) * k)
+        for v, k in zip(vector_part, keyword_part, strict=True)
+    ]
+
+
+def _min_max(values: list[float]) -> list[float]:
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    if high - low < 1e-9:
+        return [1.0] * len(values)  # one candidate, or all tied: all equally best
+    return [(v - low) / (high - low) for v in values]
+
+
+def _cosine(matrix: np.ndarray[Any, Any], query: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    norms = np.linalg.norm(matrix, axis=1) * (float(np.linalg.norm(query)) or 1.0)
+    return np.asarray((matrix @ query) / np.clip(norms, 1e-12, None), dtype=np.float32)
 
 
 def _scored(row: Mapping[str, Any], score: float, include_vector: bool) -> ScoredChunk:

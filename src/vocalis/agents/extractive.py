@@ -83,7 +83,7 @@ _STOPWORD_TEXT = (
     "while who whom why with won't would wouldn't you your yours yourself yourselves "
     "please tell know want need like get got give us ok okay yes also just much many "
     "really hi hello hey hiya howdy greetings good morning afternoon evening thanks "
-    "thank thx cheers appreciated bye goodbye "
+    "thank thx cheers appreciated bye goodbye lot great awesome perfect nice helpful "
 )
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
@@ -141,7 +141,15 @@ def best_sentences(
     # Require a real share of the question: one common word in common is not an answer.
     if best < 0.34:
         return []
-    chosen = [s for s in ranked[:limit] if score(s) >= max(0.34, best * 0.6)]
+    chosen = [ranked[0]]
+    covered = query & ranked[0].terms
+    for s in ranked[1:]:
+        if len(chosen) == limit or score(s) < max(0.34, best * 0.6):
+            break
+        # A second sentence must add something the question asked about, not repeat it.
+        if not (query & s.terms) <= covered:
+            chosen.append(s)
+            covered |= query & s.terms
     return sorted(chosen, key=lambda s: (s.passage.n, s.position))
 
 

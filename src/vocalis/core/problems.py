@@ -7,11 +7,43 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vocalis.core import errors
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error response carries them."""
+
+    type: str = Field(examples=["urn:vocalis:error:not_found"])
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable code from the error-code table.")
+    request_id: str | None = Field(
+        description="Echo of X-Request-ID; quote it in support requests."
+    )
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Field errors (validation_failed only)."
+    )
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "model": Problem,
+        "description": "Client error (problem+json; see the error-code table).",
+        "content": {PROBLEM_MEDIA_TYPE: {}},
+    },
+    "5XX": {
+        "model": Problem,
+        "description": "Server or backend error (problem+json).",
+        "content": {PROBLEM_MEDIA_TYPE: {}},
+    },
+}
 
 
 def problem_body(

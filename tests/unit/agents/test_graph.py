@@ -223,7 +223,7 @@ async def test_extractive_default_answers_with_a_citation(graph: Any) -> None:
         ExtractiveResponder(), retriever=knowledge(), knowledge_base_ids=["kb_1"], tools=[HANDOFF]
     )
     final = await run_turn(graph, ctx, "How long do refunds take?")
-    assert final.content == "Refunds are issued within 14 days of the return. [2]"
+    assert final.content == "Refunds are issued within 14 days of the return. [1]"
     assert [c.chunk_id for c in final.citations] == ["chk_2"]
     assert final.usage.model == "vocalis-extractive"
 
