@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.seaweedfs",
     "tests.fixtures.mongo_wire",
+    "tests.fixtures.llama_server",
 ]

@@ -105,6 +105,14 @@ class Settings(BaseSettings):
         '{"voice.recording": false}',
     )
 
+    # --- models -------------------------------------------------------------------------
+    llm_prices: dict[str, dict[str, float]] = setting(
+        {},
+        "LLM prices in USD per million tokens, by `provider/model` or model name, for cost "
+        "accounting (`input` and `output`).",
+        '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}',
+    )
+
     # --- HTTP and limits ---------------------------------------------------------------
     max_request_body_bytes: int = setting(
         1_048_576, "Largest JSON request body accepted, in bytes.", "2097152"
@@ -154,6 +162,79 @@ class Settings(BaseSettings):
     )
     bootstrap_owner_email: str = setting(
         "owner@localhost", "Email of the owner user created on first run.", "ops@acme.test"
+    )
+
+    # --- workers & webhooks ------------------------------------------------------------
+    broker_url: str = setting(
+        "",
+        "Redis URL of the Celery broker; empty = the same Redis as `VOCALIS_REDIS_URL`.",
+        "redis://redis-broker:6379/0",
+    )
+    task_visibility_timeout_s: int = setting(
+        3600,
+        "Seconds a task may stay unacknowledged before the broker hands it to another "
+        "worker (redelivery after a worker dies). Keep it above the longest task.",
+        "1800",
+    )
+    task_max_retries: int = setting(
+        5, "Retries of a transient failure before a task is dead-lettered.", "8"
+    )
+    task_retry_base_s: float = setting(
+        2.0, "Base of the exponential retry backoff (full jitter), in seconds.", "5"
+    )
+    task_retry_cap_s: float = setting(
+        600.0,
+        "Largest delay before a task retry, in seconds (kept under the visibility timeout).",
+        "300",
+    )
+    worker_metrics_port: int = setting(
+        9540, "Port where a worker serves its Prometheus metrics; 0 = off.", "9540"
+    )
+    webhook_retry_schedule: str = setting(
+        "5s,30s,2m,10m,1h,6h",
+        "Delays between webhook delivery attempts (s, m, h, d units); one entry per retry.",
+        "10s,1m,5m,30m,2h,8h,24h",
+    )
+    webhook_timeout_s: float = setting(
+        10.0, "Seconds a webhook receiver has to answer one delivery attempt.", "15"
+    )
+    webhook_disable_after_failures: int = setting(
+        20,
+        "Consecutive failed delivery attempts after which an endpoint is disabled.",
+        "50",
+    )
+    webhook_max_endpoints_per_org: int = setting(
+        25, "Webhook endpoints one organisation may register.", "100"
+    )
+    webhook_requeue_after_s: int = setting(
+        300,
+        "A due delivery whose queue message has not run after this many seconds is "
+        "enqueued again by the sweeper (lost messages, broker restarts).",
+        "600",
+    )
+    webhook_history_days: int = setting(
+        30, "Days delivered events and delivery attempts are kept.", "90"
+    )
+    outbox_sweep_interval_s: float = setting(
+        5.0,
+        "Seconds between sweeps that dispatch events left undispatched (e.g. while the "
+        "broker was down) and re-enqueue lost deliveries.",
+        "2",
+    )
+    retention_interval_s: int = setting(
+        3600, "Seconds between runs of the data-retention job.", "900"
+    )
+    stuck_document_after_s: int = setting(
+        1800,
+        "A document still `processing` after this many seconds is handed to the "
+        "stuck-document sweeper.",
+        "3600",
+    )
+    analysis_model: str = setting(
+        "",
+        "Model id used for post-conversation analysis; empty = the agent's own model, "
+        "and the heuristic analyser when no model is configured.",
+        "gpt-4o-mini",
     )
 
     # --- derived helpers ---------------------------------------------------------------

@@ -340,3 +340,42 @@ async def test_deletes_never_reach_another_org(store: VectorStore) -> None:
 
 async def test_ping_succeeds_on_a_working_store(store: VectorStore) -> None:
     await store.ping()
+
+
+# --- LanceDB-specific behaviour (the embedded default) ------------------------------------
+async def test_lancedb_second_handle_sees_writes_at_once(tmp_path: Path) -> None:
+    """The API process reads what the worker process just wrote."""
+    writer = LanceDBVectorStore(tmp_path / "v", dimensions=DIM)
+    reader = LanceDBVectorStore(tmp_path / "v", dimensions=DIM)
+    await writer.ensure_collection()
+    await reader.ensure_collection()
+    assert await reader.count(ORG_A) == 0
+    await writer.upsert(ORG_A, [chunk("c1", axis(0))])
+    assert await reader.count(ORG_A) == 1
+    [hit] = await reader.query(ORG_A, QueryRequest(vector=axis(0), text="text"))
+    assert hit.id == "c1"
+
+
+async def test_lancedb_builds_an_ann_index_past_the_threshold(tmp_path: Path) -> None:
+    import numpy as np
+
+    store = LanceDBVectorStore(
+        tmp_path / "v", dimensions=DIM, ann_index_threshold=300, reindex_after_rows=100
+    )
+    await store.ensure_collection()
+    vectors = np.random.default_rng(3).normal(size=(400, DIM)).tolist()
+    for start in range(0, 400, 100):
+        await store.upsert(ORG_A, [chunk(f"c{i}", vectors[i]) for i in range(start, start + 100)])
+    names = {index.name for index in await store._tbl().list_indices()}
+    assert {"vector_idx", "text_idx", "org_id_idx"} <= names
+    [best, *_] = await store.query(ORG_A, QueryRequest(vector=vectors[123], alpha=1.0))
+    assert best.id == "c123"
+    await store.close()
+
+
+async def test_lancedb_refuses_a_table_of_another_dimension(tmp_path: Path) -> None:
+    from vocalis.ports.vector_store import VectorStoreMismatch
+
+    await LanceDBVectorStore(tmp_path / "v", dimensions=DIM).ensure_collection()
+    with pytest.raises(VectorStoreMismatch):
+        await LanceDBVectorStore(tmp_path / "v", dimensions=DIM * 2).ensure_collection()

@@ -1,18 +1,22 @@
-"""The OpenAI-compatible embeddings adapter against a scripted `/v1/embeddings` endpoint."""
+"""The OpenAI-compatible embeddings adapter against a scripted `/v1/embeddings` endpoint.
+
+The `openai` SDK (3.x) speaks HTTP through `httpx2`, so the scripted endpoint is an
+`httpx2.MockTransport` handed to the real SDK client.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import pytest
 from openai import AsyncOpenAI
 
 from vocalis.adapters.openai_embeddings import OpenAIEmbedder
 from vocalis.ports.embeddings import Embedder, EmbeddingError
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
 def embedder(handler: Handler, *, dimensions: int = 3, **options: object) -> OpenAIEmbedder:
@@ -20,7 +24,7 @@ def embedder(handler: Handler, *, dimensions: int = 3, **options: object) -> Ope
         api_key="sk-test",
         base_url="http://embeddings.test/v1",
         max_retries=0,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
     )
     return OpenAIEmbedder(
         model="text-embedding-3-small",
@@ -36,9 +40,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, object]] = []
-        self.headers: list[httpx.Headers] = []
+        self.headers: list[httpx2.Headers] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
         self.bodies.append(body)
         self.headers.append(request.headers)
@@ -46,7 +50,7 @@ class Recorder:
             {"object": "embedding", "index": i, "embedding": [float(len(text)), float(i), 1.0]}
             for i, text in enumerate(body["input"])
         ]
-        return httpx.Response(
+        return httpx2.Response(
             200,
             json={
                 "object": "list",
@@ -94,7 +98,7 @@ async def test_a_vector_of_the_wrong_size_is_an_error() -> None:
 
 
 async def test_a_server_error_becomes_an_embedding_error() -> None:
-    failing = embedder(lambda request: httpx.Response(503, json={"error": {"message": "busy"}}))
+    failing = embedder(lambda request: httpx2.Response(503, json={"error": {"message": "busy"}}))
     with pytest.raises(EmbeddingError, match="failed"):
         await failing.embed(["x"])
 

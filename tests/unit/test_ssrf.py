@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import httpx
 import pytest
 
 from vocalis.core.errors import CATALOGUE
@@ -212,3 +215,74 @@ async def test_guarded_client_refuses_loopback_without_allowlist(echo_port: int)
     async with guarded_client() as client:
         with pytest.raises(OutboundUrlForbidden):
             await asyncio.wait_for(client.get(f"http://127.0.0.1:{echo_port}/"), 5)
+
+
+# --- TLS: the pinned connection still verifies the certificate for the original name ----------
+def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_echo(tmp_path: Path) -> Iterator[tuple[int, ssl.SSLContext]]:
+    """An HTTPS echo server with a certificate for `api.partner.test`, and a client context."""
+    cert, key = _self_signed(tmp_path, "api.partner.test")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server.server_address[1], ssl.create_default_context(cafile=str(cert))
+    server.shutdown()
+    server.server_close()
+
+
+async def test_https_to_a_pinned_address_verifies_the_original_name(
+    tls_echo: tuple[int, ssl.SSLContext],
+) -> None:
+    port, trust = tls_echo
+    dns = resolver({"api.partner.test": ["127.0.0.1"]})
+    async with guarded_client(["127.0.0.1/32"], resolver=dns, verify=trust) as client:
+        response = await client.get(f"https://api.partner.test:{port}/")
+    assert response.text == f"host=api.partner.test:{port}"
+
+
+async def test_https_to_a_pinned_address_rejects_a_certificate_for_another_name(
+    tls_echo: tuple[int, ssl.SSLContext],
+) -> None:
+    port, trust = tls_echo
+    dns = resolver({"other.partner.test": ["127.0.0.1"]})
+    async with guarded_client(["127.0.0.1/32"], resolver=dns, verify=trust) as client:
+        with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|hostname"):
+            await client.get(f"https://other.partner.test:{port}/")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -167,7 +167,9 @@ class EspeakTTS:
             return voice.lower()
         return self.default_voice
 
-    async def synthesize_stream(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
+    async def synthesize_stream(
+        self, text: str, voice: str | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """PCM16 chunks (~100 ms each) as espeak-ng produces them."""
         if not text.strip():
             return

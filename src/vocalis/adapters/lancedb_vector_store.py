@@ -103,12 +103,16 @@ class LanceDBVectorStore:
         ann_index_threshold: int = 50_000,
         reindex_after_rows: int = 10_000,
         candidate_multiplier: int = 4,
+        read_consistency: timedelta = timedelta(0),
     ) -> None:
         self._path = Path(path).resolve()
         self._dimensions = dimensions
         self._ann_index_threshold = ann_index_threshold
         self._reindex_after_rows = reindex_after_rows
         self._candidate_multiplier = candidate_multiplier
+        # The API reads what the ingest worker (another process) writes: timedelta(0)
+        # checks for a newer table version on every read, so "ready" means queryable.
+        self._read_consistency = read_consistency
         self._db: lancedb.AsyncConnection | None = None
         self._table: lancedb.AsyncTable | None = None
         self._rows_since_maintenance = 0
@@ -122,18 +126,28 @@ class LanceDBVectorStore:
     async def ensure_collection(self) -> None:
         """Open or create the table and its full-text index."""
         self._path.mkdir(parents=True, exist_ok=True)
-        self._db = await lancedb.connect_async(str(self._path))
-        table = await self._db.create_table(
-            TABLE_NAME, schema=chunk_schema(self._dimensions), exist_ok=True
+        self._db = await lancedb.connect_async(
+            str(self._path), read_consistency_interval=self._read_consistency
         )
+        try:
+            table = await self._db.open_table(TABLE_NAME)
+        except ValueError:  # not created yet; exist_ok covers a concurrent creator
+            table = await self._db.create_table(
+                TABLE_NAME, schema=chunk_schema(self._dimensions), exist_ok=True
+            )
         vector_type = (await table.schema()).field("vector").type
         if getattr(vector_type, "list_size", None) != self._dimensions:
             raise VectorStoreMismatch(
                 f"{self._path}/{TABLE_NAME} stores vectors of type {vector_type}, "
                 f"not {self._dimensions} dimensions; re-index into a new data dir"
             )
-        if "text_idx" not in {index.name for index in await table.list_indices()}:
-            await table.create_index("text", config=FTS(), replace=False)
+        if not await _has_index(table, "text_idx"):
+            try:
+                await table.create_index("text", config=FTS(), replace=False)
+            except Exception:
+                # Another process (API or worker) may have created it a moment ago.
+                if not await _has_index(table, "text_idx"):
+                    raise
         self._table = table
 
     async def ping(self) -> None:
@@ -218,9 +232,8 @@ class LanceDBVectorStore:
         if self._rows_since_maintenance < min(self._reindex_after_rows, self._ann_index_threshold):
             return
         table = self._tbl()
-        indexes = {index.name for index in await table.list_indices()}
         rows = await table.count_rows()
-        if "vector_idx" not in indexes and rows >= self._ann_index_threshold:
+        if rows >= self._ann_index_threshold and not await _has_index(table, "vector_idx"):
             await self.build_indexes()
         elif self._rows_since_maintenance >= self._reindex_after_rows:
             await self.optimize()
@@ -309,6 +322,10 @@ class LanceDBVectorStore:
         for name, value in request.filters.items():
             clauses.append(_in(name, filter_values(value)))  # names checked by check_query
         return " AND ".join(clauses)
+
+
+async def _has_index(table: lancedb.AsyncTable, name: str) -> bool:
+    return name in {index.name for index in await table.list_indices()}
 
 
 def _row(org_id: str, record: ChunkRecord) -> dict[str, Any]:

@@ -97,7 +97,7 @@ class OnnxEmbedder:
         self,
         files: OnnxModelFiles | None = None,
         *,
-        batch_size: int = 32,
+        batch_size: int = 16,
         threads: int | None = None,
         model_id: str = MODEL_ID,
     ) -> None:

@@ -63,6 +63,8 @@ class OpenAIChatModel:
         self.config = config
         self.provider = config.provider
         self.model = config.model
+        # One circuit per endpoint: two servers that serve the same model name fail apart.
+        self.breaker_key = f"{config.provider}|{config.base_url or 'default'}|{config.model}"
         self._secrets = secrets
         self._client = client or AsyncOpenAI(
             api_key=self._api_key,
@@ -70,6 +72,10 @@ class OpenAIChatModel:
             timeout=config.timeout_s,
             max_retries=0,
         )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of the underlying client."""
+        await self._client.close()
 
     async def _api_key(self) -> str:
         if self.config.api_key_secret and self._secrets is not None:
@@ -242,7 +248,8 @@ def to_openai_message(message: ChatMessage) -> dict[str, Any]:
         }
     out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.role == "assistant" and message.tool_calls:
-        out["content"] = message.content or None
+        # "" rather than null: llama.cpp's server rejects a null content (with a 500).
+        out["content"] = message.content or ""
         out["tool_calls"] = [
             {
                 "id": call.id,

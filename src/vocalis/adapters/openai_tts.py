@@ -6,7 +6,7 @@ body, so the first audio arrives before the server finishes the sentence.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import openai
 from openai import AsyncOpenAI
@@ -66,7 +66,9 @@ class OpenAITTS:
         """The voice that will speak: `voice` if known, else the default."""
         return voice if voice in self._voices else self.default_voice
 
-    async def synthesize_stream(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
+    async def synthesize_stream(
+        self, text: str, voice: str | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """PCM16 chunks as the response body streams in (odd bytes carried to the next chunk)."""
         if not text.strip():
             return

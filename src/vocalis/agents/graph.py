@@ -27,6 +27,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
+import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -52,9 +53,11 @@ from vocalis.agents.telemetry import identity, span
 from vocalis.agents.tools.base import EventSink, Toolbox, ToolContext, ToolResult
 from vocalis.core.ids import new_id
 from vocalis.core.ssrf import Allowlist, Resolver
-from vocalis.ports.llm import ChatMessage, ChatModel, ChatResultBuilder, ToolCall
+from vocalis.ports.llm import ChatMessage, ChatModel, ChatResultBuilder, ToolCall, close_stream
 from vocalis.ports.retriever import NullRetriever, Passage, Retriever
 from vocalis.ports.secrets import SecretProvider
+
+log = structlog.get_logger(__name__)
 
 NODES = ("input_guard", "retrieve", "generate", "tools", "handoff", "output_guard")
 CAP_REPLY = "I'm sorry, I couldn't complete that request."
@@ -82,6 +85,9 @@ class AgentSpec:
     temperature: float | None = None
     max_tokens: int | None = None
     timeout_s: float | None = None
+    # Forces the first generation of every turn to call this tool (e.g. a CRM lookup);
+    # later generations in the turn choose freely.
+    tool_choice: str | None = None
     limits: TurnLimits = field(default_factory=TurnLimits)
 
 
@@ -261,20 +267,24 @@ async def generate(state: AgentState, ctx: AgentContext, write: StreamWriter) ->
     started = time.perf_counter()
     builder = ChatResultBuilder()
     streamed: list[str] = []
-    async for delta in ctx.model.stream(
+    deltas = ctx.model.stream(
         prompt,
         tools=tools,
-        tool_choice="auto" if tools else None,
+        tool_choice=_tool_choice(ctx.agent, turn, bool(tools)),
         temperature=ctx.agent.temperature,
         max_tokens=ctx.agent.max_tokens,
         timeout=ctx.agent.timeout_s,
-    ):
-        if "first_token" not in turn["latency_ms"] and (delta.text or delta.tool_call):
-            turn["latency_ms"] = {**turn["latency_ms"], "first_token": _elapsed_ms(started)}
-        if delta.text:
-            streamed.append(delta.text)
-            write(TextDelta(delta.text))
-        builder.add(delta)
+    )
+    try:
+        async for delta in deltas:
+            if "first_token" not in turn["latency_ms"] and (delta.text or delta.tool_call):
+                turn["latency_ms"] = {**turn["latency_ms"], "first_token": _elapsed_ms(started)}
+            if delta.text:
+                streamed.append(delta.text)
+                write(TextDelta(delta.text))
+            builder.add(delta)
+    finally:
+        await close_stream(deltas)  # a cancelled turn releases the provider's stream now
     result = builder.result()
     latency = dict(turn["latency_ms"])
     latency["generate"] = round(latency.get("generate", 0.0) + _elapsed_ms(started), 1)
@@ -299,6 +309,14 @@ async def generate(state: AgentState, ctx: AgentContext, write: StreamWriter) ->
         model=result.model,
     )
     return {"messages": [message], "turn": turn}
+
+
+def _tool_choice(agent: AgentSpec, turn: Mapping[str, Any], has_tools: bool) -> str | None:
+    if not has_tools:
+        return None
+    if agent.tool_choice and turn["iterations"] == 0:
+        return agent.tool_choice
+    return "auto"
 
 
 def _add_usage(
@@ -375,7 +393,12 @@ async def handoff(state: AgentState, ctx: AgentContext, write: StreamWriter) -> 
         "last_user_message": turn["user_text"],
     }
     if ctx.events is not None:
-        await ctx.events("handoff.requested", payload)
+        try:
+            await ctx.events("handoff.requested", payload)
+        except Exception:
+            # The user must still get the reply; the failure is logged and flagged.
+            log.exception("handoff_event_failed", conversation_id=ctx.conversation_id)
+            turn["flags"] = [*turn["flags"], "handoff_event_failed"]
     write(HandoffEvent(reason))
     return {"turn": turn}
 

@@ -13,7 +13,8 @@ Every attempt is one `llm.chat` span (GenAI semantic conventions) and is counted
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from threading import Lock
@@ -36,6 +37,7 @@ from vocalis.ports.llm import (
     ToolChoice,
     ToolSpec,
     Usage,
+    close_stream,
 )
 from vocalis.ports.secrets import SecretProvider
 
@@ -254,7 +256,8 @@ class FallbackChatModel:
 
     def breaker_for(self, provider: ChatModel) -> CircuitBreaker:
         """The circuit breaker guarding one provider."""
-        return self.breakers.for_key(f"{provider.provider}/{provider.model}")
+        key = getattr(provider, "breaker_key", None) or f"{provider.provider}/{provider.model}"
+        return self.breakers.for_key(str(key))
 
     async def complete(
         self,
@@ -288,7 +291,7 @@ class FallbackChatModel:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
-    ) -> AsyncIterator[ChatDelta]:
+    ) -> AsyncGenerator[ChatDelta, None]:
         """The first provider's stream that starts; falls back only before its first delta."""
         report = CallReport()
         last_error: ProviderError | None = None
@@ -299,20 +302,23 @@ class FallbackChatModel:
                 metrics.LLM_REQUESTS.labels(provider.provider, provider.model, "circuit_open").inc()
                 continue
             started = False
+            attempt = self._attempt(
+                provider,
+                breaker,
+                report,
+                messages,
+                tools,
+                tool_choice,
+                temperature,
+                max_tokens,
+                timeout,
+            )
             try:
-                async for delta in self._attempt(
-                    provider,
-                    breaker,
-                    report,
-                    messages,
-                    tools,
-                    tool_choice,
-                    temperature,
-                    max_tokens,
-                    timeout,
-                ):
-                    started = True
-                    yield delta
+                # aclosing: a caller that stops early closes the attempt (and its span) now.
+                async with aclosing(attempt):
+                    async for delta in attempt:
+                        started = True
+                        yield delta
                 return
             except ProviderBadRequest:
                 raise
@@ -333,22 +339,24 @@ class FallbackChatModel:
         temperature: float | None,
         max_tokens: int | None,
         timeout: float | None,
-    ) -> AsyncIterator[ChatDelta]:
+    ) -> AsyncGenerator[ChatDelta, None]:
         """One provider's stream, inside an `llm.chat` span, counted and accounted."""
         labels = (provider.provider, provider.model)
         attributes = _request_attributes(provider, temperature, max_tokens, streaming=True)
         with span("llm.chat", attributes) as current:
             begin = self._clock()
             builder = ChatResultBuilder(provider=provider.provider, model=provider.model)
+            settled = False  # whether the breaker heard how this attempt went
+            deltas = provider.stream(
+                messages,
+                tools=tools,
+                tool_choice=tool_choice,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                timeout=timeout,
+            )
             try:
-                async for delta in provider.stream(
-                    messages,
-                    tools=tools,
-                    tool_choice=tool_choice,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    timeout=timeout,
-                ):
+                async for delta in deltas:
                     if report.time_to_first_token is None and (delta.text or delta.tool_call):
                         report.time_to_first_token = self._clock() - begin
                         metrics.LLM_TIME_TO_FIRST_TOKEN.labels(*labels).observe(
@@ -367,7 +375,14 @@ class FallbackChatModel:
                 report.attempts.append(Attempt(*labels, outcome, elapsed))
                 current.set_attribute("error.type", type(exc).__name__)
                 current.set_attribute("vocalis.llm.outcome", outcome)
+                settled = True
                 raise
+            finally:
+                await close_stream(deltas)
+                if not settled:
+                    # Abandoned by the caller or failed unexpectedly: says nothing about the
+                    # provider's health, but a half-open probe slot must not stay claimed.
+                    breaker.release()
             elapsed = self._clock() - begin
             breaker.record_success()
             result = builder.result()

@@ -41,3 +41,25 @@ API_KEY_LAST_USED = declare(
     "Marker that limits `last_used_at` writes to one per minute per key.",
     "60 s.",
 )
+
+# --- workers and webhooks ----------------------------------------------------------------
+TASK_FIRST_FAILURE = declare(
+    "task_first_failure",
+    "vocalis:task:first-failure:{task_id}",
+    "ISO time of a task's first failure, kept across its retries for the dead-letter row.",
+    "7 days.",
+)
+TASK_DONE = declare(
+    "task_done",
+    "vocalis:task:done:{task}:{key}",
+    "Marker that an idempotent task finished for this idempotency key; a redelivered "
+    "message finding it does nothing.",
+    "7 days.",
+)
+WEBHOOK_DELIVERY_LEASE = declare(
+    "webhook_delivery_lease",
+    "vocalis:webhook:lease:{delivery_id}",
+    "The task id of the worker currently sending this delivery, so a duplicate message "
+    "waits instead of sending twice.",
+    "The delivery timeout plus 2 s.",
+)

@@ -249,6 +249,13 @@ class ChatResultBuilder:
         )
 
 
+async def close_stream(deltas: AsyncIterator[ChatDelta]) -> None:
+    """Close a stream early (releases its HTTP response); harmless when already finished."""
+    close = getattr(deltas, "aclose", None)
+    if close is not None:
+        await close()
+
+
 async def collect(deltas: AsyncIterator[ChatDelta]) -> ChatResult:
     """Consume a stream into one `ChatResult`."""
     builder = ChatResultBuilder()

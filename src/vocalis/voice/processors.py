@@ -100,6 +100,7 @@ class FrameProcessor:
         self._prev: FrameProcessor | None = None
         self._queue: asyncio.Queue[tuple[Frame, Direction]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._running = False
 
     def link(self, downstream: FrameProcessor) -> FrameProcessor:
         """Connect `downstream` after this processor; returns it for chaining."""
@@ -109,20 +110,24 @@ class FrameProcessor:
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Start the worker that processes queued frames."""
+        self._running = True
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name=f"voice:{self.name}")
 
     async def stop(self) -> None:
         """Cancel the worker; queued frames are discarded."""
+        self._running = False
         await self._cancel_worker()
 
     async def _cancel_worker(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is None or worker is asyncio.current_task() or worker.done():
-            return
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        worker = self._worker
+        if worker is None or worker is asyncio.current_task():
+            return  # a worker cannot await its own cancellation
+        self._worker = None
+        if not worker.done():
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
 
     # --- frame flow ---------------------------------------------------------------------
     async def queue_frame(self, frame: Frame, direction: Direction = DOWNSTREAM) -> None:
@@ -159,7 +164,7 @@ class FrameProcessor:
 
     async def _handle_system_frame(self, frame: SystemFrame, direction: Direction) -> None:
         if isinstance(frame, CancelFrame):
-            await self._cancel_worker()
+            await self.stop()
         elif isinstance(frame, Interruption) and self.interruptible:
             await self._interrupt(frame)
         await self.push_frame(frame, direction)
@@ -181,7 +186,8 @@ class FrameProcessor:
         except Exception as exc:
             logger.exception("%s: interruption hook failed", self.name)
             await self.push_frame(ErrorFrame.from_exception(exc, self.name))
-        await self.start()
+        if self._running:
+            await self.start()
 
     async def _run(self) -> None:
         while True:
@@ -196,6 +202,7 @@ class FrameProcessor:
                 await self.push_frame(ErrorFrame.from_exception(exc, self.name))
             self._observe("process_seconds", time.perf_counter() - started)
             if isinstance(frame, EndFrame):
+                self._running = False
                 return
 
 
@@ -287,6 +294,10 @@ class EndpointingConfig:
     prefix_padding_ms: float = 300.0
     max_turn_ms: float = 30_000.0
     interrupt_on_speech: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.neg_threshold <= self.threshold <= 1.0:
+            raise ValueError("need 0 <= neg_threshold <= threshold <= 1")
 
 
 class VADProcessor(FrameProcessor):
@@ -657,7 +668,7 @@ def spoken_text(sentences: Sequence[tuple[str, float, float]], played_ms: float)
     """
     parts: list[str] = []
     for text, start_ms, audio_ms in sentences:
-        if played_ms >= start_ms + audio_ms:
+        if played_ms >= start_ms + audio_ms - 0.5:  # half a millisecond absorbs float sums
             parts.append(text)
             continue
         if played_ms > start_ms and audio_ms > 0:
@@ -672,11 +683,11 @@ class AudioPlayout(FrameProcessor):
     for what was heard.
 
     Pacing keeps at most `lead_ms` of audio in the client's buffer, so a barge-in silences
-    the agent within that bound, and the server knows how much was played. With
-    `realtime=False` audio passes straight through and everything sent counts as heard
-    (for consumers that are not listeners: tests, files). At the end of
+    the agent within that bound, and the server knows how much was played. At the end of
     each reply (or on interruption) it emits `ResponseSpoken` with the text actually heard.
-    It also reports `turn_latency_seconds`: end of user speech → first agent audio out.
+    It also reports `turn_latency_seconds` (end of user speech → first agent audio out) and
+    `barge_ins`. With `realtime=False` audio passes straight through and everything sent
+    counts as heard (for consumers that are not listeners: tests, files).
     """
 
     def __init__(
@@ -708,6 +719,10 @@ class AudioPlayout(FrameProcessor):
         """Pace audio; track sentences; report what was heard at the end of a reply."""
         if isinstance(frame, SpeechStopped) and frame.accepted:
             self._speech_stopped_at = frame.ts
+        elif isinstance(frame, ErrorFrame) or (
+            isinstance(frame, TranscriptFinal) and not frame.text.strip()
+        ):
+            self._speech_stopped_at = None  # that turn gets no reply to time
         elif isinstance(frame, ResponseStarted):
             self._begin(frame.response_id)
         elif isinstance(frame, TTSSentenceStart):
@@ -745,7 +760,10 @@ class AudioPlayout(FrameProcessor):
         played = self.played_ms() if interrupted else self._sent_ms
         if self._sentences:
             self._sentences[-1].audio_ms += extra_ms
-        heard = spoken_text([(s.text, s.start_ms, s.audio_ms) for s in self._sentences], played)
+        if interrupted:
+            heard = spoken_text([(s.text, s.start_ms, s.audio_ms) for s in self._sentences], played)
+        else:
+            heard = " ".join(s.text for s in self._sentences)
         await self.push_frame(
             ResponseSpoken(
                 response_id=self._response_id, text=heard, audio_ms=played, interrupted=interrupted
@@ -756,6 +774,8 @@ class AudioPlayout(FrameProcessor):
 
     async def on_interruption(self, frame: Interruption, dropped: list[Frame]) -> None:
         """Stop at once and report the part of the reply that was heard."""
+        if self._response_id is not None and isinstance(frame, BargeIn):
+            await self.report_metric("barge_ins", 1.0)
         # Audio of the current sentence still queued counts towards its length, so the
         # heard share of that sentence is measured against its whole duration.
         unsent_ms = 0.0

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from vocalis.adapters import embedded_redis
 from vocalis.settings import get_settings
 from vocalis.workers.celery_app import create_celery
+from vocalis.workers.publish import broker_url
 
 _settings = get_settings()
-celery_app = create_celery(
-    _settings, redis_url=_settings.redis_url or embedded_redis.url_for(_settings.data_dir)
-)
+celery_app = create_celery(_settings, redis_url=broker_url(_settings))
 celery_app.autodiscover_tasks(
-    ["vocalis.knowledge", "vocalis.webhooks", "vocalis.conversations"], force=True
+    ["vocalis.knowledge", "vocalis.webhooks", "vocalis.conversations", "vocalis.workers"],
+    force=True,
 )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from celery import Celery
 from celery.signals import setup_logging, task_prerun
 from kombu import Queue
 
 from vocalis.core.logging import bind_context, clear_context, configure_logging
 from vocalis.settings import Settings, get_settings
+from vocalis.workers import telemetry as _telemetry  # noqa: F401  (connects the signals)
 
 
 @setup_logging.connect
@@ -39,6 +43,42 @@ ROUTES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class BeatJob:
+    """A periodic job: the task beat sends and how often."""
+
+    task: str
+    every_s: Callable[[Settings], float]
+    what: str
+
+
+# The periodic jobs `vocalis beat` runs. Each message expires after one interval, so a
+# worker outage does not leave a pile of identical sweeps behind.
+BEAT_JOBS: dict[str, BeatJob] = {
+    "sweep-outbox": BeatJob(
+        "vocalis.maintenance.sweep_outbox",
+        lambda s: s.outbox_sweep_interval_s,
+        "Dispatch events the immediate publish missed; re-enqueue due or lost deliveries.",
+    ),
+    "disable-failing-endpoints": BeatJob(
+        "vocalis.maintenance.disable_failing_endpoints",
+        lambda s: 60.0,
+        "Disable webhook endpoints past the consecutive-failure limit.",
+    ),
+    "retention": BeatJob(
+        "vocalis.maintenance.retention",
+        lambda s: float(s.retention_interval_s),
+        "Delete conversations, messages and recordings older than each organisation's "
+        "retention; prune old webhook history.",
+    ),
+    "sweep-stuck-documents": BeatJob(
+        "vocalis.maintenance.sweep_stuck_documents",
+        lambda s: 300.0,
+        "Hand documents stuck in `processing` to the registered sweepers.",
+    ),
+}
+
+
 def celery_broker_url(redis_url: str) -> str:
     """Kombu spells unix-socket Redis URLs `redis+socket://`."""
     if redis_url.startswith("unix://"):
@@ -61,8 +101,29 @@ def create_celery(settings: Settings | None = None, redis_url: str | None = None
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_connection_timeout=4,
+        broker_transport_options=transport_options(settings),
         worker_hijack_root_logger=False,
+        worker_send_task_events=False,
         task_ignore_result=True,
+        beat_schedule={
+            name: {
+                "task": job.task,
+                "schedule": job.every_s(settings),
+                "options": {"expires": job.every_s(settings)},
+            }
+            for name, job in BEAT_JOBS.items()
+        },
     )
     return app
+
+
+def transport_options(settings: Settings) -> dict[str, float]:
+    """Broker options: redelivery of unacknowledged messages after the visibility timeout."""
+    timeout = settings.task_visibility_timeout_s
+    return {
+        "visibility_timeout": timeout,
+        # Look for messages of dead workers often enough for the timeout to mean something.
+        "unacked_restore_interval": max(1, min(10, timeout // 2)),
+        "unacked_restore_throttle": 1,
+    }

@@ -16,7 +16,10 @@ PASSAGES = [
         Passage(
             "Our store opens at 9 am on weekdays. On Saturdays we open at 10 am. "
             "We are closed on Sundays.",
-            "doc_hours", "opening-hours.md", "chk_1", page=2,
+            "doc_hours",
+            "opening-hours.md",
+            "chk_1",
+            page=2,
         ),
     ),
     NumberedPassage(
@@ -24,7 +27,9 @@ PASSAGES = [
         Passage(
             "Refunds are issued to the original payment method within 14 days. "
             "Gift cards cannot be refunded.",
-            "doc_refunds", "refunds.pdf", "chk_2",
+            "doc_refunds",
+            "refunds.pdf",
+            "chk_2",
         ),
     ),
 ]
@@ -112,9 +117,7 @@ async def test_streams_word_by_word_and_labels_itself() -> None:
 
 
 async def test_a_forced_tool_is_called_with_the_question() -> None:
-    search = ToolSpec(
-        "search_knowledge", "Search", {"type": "object", "properties": {"query": {}}}
-    )
+    search = ToolSpec("search_knowledge", "Search", {"type": "object", "properties": {"query": {}}})
     result = await ExtractiveResponder().complete(
         conversation("refund policy"), tools=[search], tool_choice="search_knowledge"
     )

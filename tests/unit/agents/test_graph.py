@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from vocalis.agents.events import (
     FinalMessage,
     GuardFlag,
@@ -26,7 +28,7 @@ from vocalis.agents.graph import (
 )
 from vocalis.agents.guards import TOO_LONG_REPLY
 from vocalis.agents.providers import CostLedger, ModelPrice
-from vocalis.ports.llm import Usage
+from vocalis.ports.llm import ProviderBadRequest, Usage
 from vocalis.ports.retriever import InMemoryRetriever, Passage
 
 from .conftest import ScriptedChatModel, call, make_context, say
@@ -43,7 +45,9 @@ def knowledge() -> InMemoryRetriever:
         [
             Passage(
                 "The store opens at 9 am and closes at 6 pm on weekdays.",
-                "doc_hours", "hours.md", "chk_1",
+                "doc_hours",
+                "hours.md",
+                "chk_1",
             ),
             Passage(
                 "Refunds are issued within 14 days of the return.", "doc_ref", "refunds.md", "chk_2"
@@ -72,9 +76,7 @@ async def test_tool_result_is_fed_back_to_the_model(graph: Any) -> None:
     model = ScriptedChatModel(
         [say("", call("search_knowledge", query="refunds issued")), say("Within 14 days [1].")]
     )
-    ctx = make_context(
-        model, tools=[SEARCH], retriever=knowledge(), knowledge_base_ids=["kb_1"]
-    )
+    ctx = make_context(model, tools=[SEARCH], retriever=knowledge(), knowledge_base_ids=["kb_1"])
     events = await events_of(graph, ctx, "How long do refunds take?")
     assert [e.name for e in events if isinstance(e, ToolCallEvent)] == ["search_knowledge"]
     assert [e.name for e in events if isinstance(e, ToolResultEvent)] == ["search_knowledge"]
@@ -140,6 +142,22 @@ async def test_transfer_to_human_emits_handoff_requested(graph: Any) -> None:
     assert len(model.requests) == 1  # no generation after the handoff
 
 
+async def test_a_failing_event_sink_does_not_lose_the_reply(graph: Any) -> None:
+    async def broken(name: str, payload: Any) -> None:
+        raise ConnectionError("outbox down")
+
+    model = ScriptedChatModel([say("Connecting you now.", call("transfer_to_human"))])
+    final = await run_turn(graph, make_context(model, tools=[HANDOFF], events=broken), "human")
+    assert final.handoff and final.content == "Connecting you now."
+    assert "handoff_event_failed" in final.flags
+
+
+async def test_a_provider_rejecting_the_request_fails_the_turn(graph: Any) -> None:
+    model = ScriptedChatModel([ProviderBadRequest("context too long")])
+    with pytest.raises(ProviderBadRequest):
+        await run_turn(graph, make_context(model), "hello")
+
+
 async def test_oversize_input_is_refused_without_calling_the_model(graph: Any) -> None:
     model = ScriptedChatModel([say("should not be asked")])
     ctx = make_context(model, limits=TurnLimits(max_input_chars=50))
@@ -160,7 +178,9 @@ async def test_prompt_injection_is_flagged_and_the_model_reminded(graph: Any) ->
 
 
 async def test_plain_question_is_not_flagged(graph: Any) -> None:
-    final = await run_turn(graph, make_context(ScriptedChatModel([say("ok")])), "Where is my parcel?")
+    final = await run_turn(
+        graph, make_context(ScriptedChatModel([say("ok")])), "Where is my parcel?"
+    )
     assert final.flags == ()
 
 
@@ -253,3 +273,12 @@ def test_graph_exports_as_mermaid() -> None:
     for node in ("input_guard", "retrieve", "generate", "tools", "handoff", "output_guard"):
         assert node in diagram
     assert "tools -.-> generate" in diagram
+
+
+async def test_conversation_resumes_from_postgresql_checkpoints(pg_url: str) -> None:
+    async with open_checkpointer(pg_url) as saver:
+        await run_turn(build_agent_graph(saver), make_context(ScriptedChatModel([say("A.")])), "Q1")
+    later = ScriptedChatModel([say("B.")])
+    async with open_checkpointer(pg_url) as saver:
+        await run_turn(build_agent_graph(saver), make_context(later), "Q2")
+    assert [m.content for m in later.requests[0].messages[1:]] == ["Q1", "A.", "Q2"]

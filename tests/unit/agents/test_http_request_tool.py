@@ -167,8 +167,10 @@ async def test_a_missing_secret_is_an_error_without_a_request(api_url: str) -> N
         ({"method": "TRACE"}, "method"),
         ({"headers": {"X-Id": "{order_id}"}}, "secrets, not arguments"),
         ({"timeout_s": 600}, "timeout_s"),
-        ({"parameters": {"type": "object", "properties": {"order_id": {"type": "nonsense"}}}},
-         "invalid schema"),
+        (
+            {"parameters": {"type": "object", "properties": {"order_id": {"type": "nonsense"}}}},
+            "invalid schema",
+        ),
     ],
 )
 def test_unsafe_or_inconsistent_configurations_are_rejected(

@@ -18,6 +18,7 @@ from vocalis.agents.providers import (
 )
 from vocalis.ports.llm import (
     ChatMessage,
+    ChatModel,
     ProviderBadRequest,
     ProviderTimeout,
     ProviderUnavailable,
@@ -37,7 +38,8 @@ def chain(
     primary: ScriptedChatModel, clock: ManualClock, secondary: ScriptedChatModel | None = None
 ) -> FallbackChatModel:
     breakers = CircuitBreakers(failure_threshold=2, open_seconds=30, clock=clock)
-    providers = [primary, *([secondary] if secondary else []), ExtractiveResponder()]
+    providers: list[ChatModel] = [primary, *([secondary] if secondary else [])]
+    providers.append(ExtractiveResponder())
     return FallbackChatModel(providers, breakers=breakers, ledger=CostLedger())
 
 
@@ -195,3 +197,30 @@ async def test_latency_and_time_to_first_token_are_observed(clock: ManualClock) 
     assert sample("vocalis_llm_latency_seconds_count", **labels) == 1
     assert sample("vocalis_llm_time_to_first_token_seconds_count", **labels) == 1
     assert sample("vocalis_llm_requests_total", outcome="ok", **labels) == 1
+
+
+async def test_an_abandoned_half_open_probe_frees_the_probe_slot(clock: ManualClock) -> None:
+    primary = ScriptedChatModel(
+        [ProviderTimeout("slow"), ProviderTimeout("slow"), say("a long answer")],
+        provider="primary",
+        model="primary-m",
+    )
+    model = chain(primary, clock)
+    await model.complete(QUESTION)
+    await model.complete(QUESTION)
+    clock.advance(31)
+    stream = model.stream(QUESTION)
+    await anext(stream)  # the probe starts answering, then the caller goes away
+    await stream.aclose()
+    assert model.breaker_for(primary).allow()
+
+
+def test_endpoints_serving_the_same_model_have_separate_circuits() -> None:
+    from vocalis.adapters.openai_chat import OpenAIChatConfig, OpenAIChatModel
+
+    one = OpenAIChatModel(OpenAIChatConfig(model="llama3", base_url="http://a:8000/v1"))
+    two = OpenAIChatModel(OpenAIChatConfig(model="llama3", base_url="http://b:8000/v1"))
+    chain_ = FallbackChatModel([one, two])
+    chain_.breaker_for(one).record_failure()
+    assert chain_.breaker_for(one).failures == 1
+    assert chain_.breaker_for(two).failures == 0

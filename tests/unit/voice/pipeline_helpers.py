@@ -15,10 +15,14 @@ F = TypeVar("F", bound=Frame)
 def audio_frames(pcm: bytes, sample_rate: int = 16000, chunk_ms: int = 20) -> list[AudioIn]:
     """PCM cut into `AudioIn` frames of `chunk_ms`, as a client would stream it."""
     step = sample_rate * chunk_ms // 1000 * 2
-    return [AudioIn(pcm=pcm[i : i + step], sample_rate=sample_rate) for i in range(0, len(pcm), step)]
+    return [
+        AudioIn(pcm=pcm[i : i + step], sample_rate=sample_rate) for i in range(0, len(pcm), step)
+    ]
 
 
-async def run_to_end(pipeline: Pipeline, frames: Iterable[Frame], timeout: float = 30.0) -> list[Frame]:
+async def run_to_end(
+    pipeline: Pipeline, frames: Iterable[Frame], timeout: float = 30.0
+) -> list[Frame]:
     """Feed `frames` and an EndFrame; return everything that came out before the EndFrame."""
     for frame in frames:
         await pipeline.queue_frame(frame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,7 +82,9 @@ def test_resampling_keeps_duration_and_tone_frequency(src: int, dst: int) -> Non
     converted = audio.resample(original, src, dst)
     assert len(converted) // 2 == int(np.ceil(len(original) // 2 * dst / src))
     assert peak_frequency(converted, dst) == pytest.approx(1000, abs=2)
-    assert np.sqrt(np.mean(samples(converted) ** 2)) == pytest.approx(0.5 * 32768 / np.sqrt(2), rel=0.02)
+    assert np.sqrt(np.mean(samples(converted) ** 2)) == pytest.approx(
+        0.5 * 32768 / np.sqrt(2), rel=0.02
+    )
 
 
 def test_downsampling_removes_frequencies_above_the_new_nyquist() -> None:
@@ -94,7 +97,9 @@ def test_streaming_resampler_matches_one_shot_for_any_chunking() -> None:
     original = tone(700, 1.0, 24000)
     resampler = Resampler(24000, 16000)
     # Chunks of odd byte lengths split samples; the resampler must carry the odd byte.
-    streamed = b"".join(resampler.push(original[i : i + 1001]) for i in range(0, len(original), 1001))
+    streamed = b"".join(
+        resampler.push(original[i : i + 1001]) for i in range(0, len(original), 1001)
+    )
     assert streamed + resampler.flush() == audio.resample(original, 24000, 16000)
 
 
@@ -136,13 +141,15 @@ def test_malformed_wav_is_rejected() -> None:
         audio.wav_decode(b"RIFF\x00\x00\x00\x00WAVEjunk")
 
 
-def test_decode_audio_file_reads_compressed_audio(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_decode_audio_file_reads_compressed_audio(tmp_path: Path) -> None:
     import av
 
     path = tmp_path / "tone.flac"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("flac", rate=24000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples(tone(500, 1.0, 24000)).astype("<i2")[None, :], format="s16", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            samples(tone(500, 1.0, 24000)).astype("<i2")[None, :], format="s16", layout="mono"
+        )
         frame.sample_rate = 24000
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
@@ -168,12 +175,20 @@ def test_decode_audio_file_rejects_garbage() -> None:
         ("g711_alaw", G711_ALAW),
     ],
 )
-def test_audio_format_reads_openai_ga_and_beta_declarations(declared: object, expected: AudioFormat) -> None:
+def test_audio_format_reads_openai_ga_and_beta_declarations(
+    declared: object, expected: AudioFormat
+) -> None:
     assert AudioFormat.parse(declared) == expected  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
-    "declared", [{"type": "audio/pcm", "rate": 11025}, {"type": "audio/mp3"}, "opus", {"type": "audio/pcm", "rate": "fast"}]
+    "declared",
+    [
+        {"type": "audio/pcm", "rate": 11025},
+        {"type": "audio/mp3"},
+        "opus",
+        {"type": "audio/pcm", "rate": "fast"},
+    ],
 )
 def test_unsupported_audio_formats_are_rejected(declared: object) -> None:
     with pytest.raises(UnsupportedAudioFormat) as raised:

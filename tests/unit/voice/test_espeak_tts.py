@@ -60,13 +60,18 @@ async def test_a_known_voice_is_used(espeak: EspeakTTS) -> None:
 
 
 async def test_concurrent_syntheses_do_not_mix_their_audio(espeak: EspeakTTS) -> None:
-    texts = ["The first caller asks about shipping.", "The second caller wants a refund today, please."]
+    texts = [
+        "The first caller asks about shipping.",
+        "The second caller wants a refund today, please.",
+    ]
     alone = [await synthesize(espeak, text) for text in texts]
     together = await asyncio.gather(*(synthesize(espeak, text) for text in texts))
     assert all(same_length(a, b) for a, b in zip(alone, together, strict=True))
 
 
-async def test_closing_the_stream_early_stops_synthesis_and_frees_the_engine(espeak: EspeakTTS) -> None:
+async def test_closing_the_stream_early_stops_synthesis_and_frees_the_engine(
+    espeak: EspeakTTS,
+) -> None:
     stream = espeak.synthesize_stream(LONG_SENTENCE * 5)
     first = await anext(stream)
     await stream.aclose()

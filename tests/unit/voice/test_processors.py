@@ -86,7 +86,10 @@ async def test_an_interruption_overtakes_queued_frames_and_cancels_the_current_o
     assert isinstance(first_out, BargeIn)
     assert slow.finished == [] and of_type(out, LLMTextDelta) == []
     reason, dropped = slow.interruptions[0]
-    assert reason == "barge_in" and [f.text for f in of_type(dropped, LLMTextDelta)] == ["two", "three"]
+    assert reason == "barge_in" and [f.text for f in of_type(dropped, LLMTextDelta)] == [
+        "two",
+        "three",
+    ]
 
 
 async def test_an_interruption_keeps_user_frames_queued() -> None:

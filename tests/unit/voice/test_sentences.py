@@ -114,9 +114,9 @@ def test_chunks_without_letters_or_digits_are_dropped() -> None:
 
 
 def test_markdown_is_not_read_aloud() -> None:
-    assert clean_for_speech("## Refunds\n- **Full** refund within `30` days, see [policy](https://x.y/p).") == (
-        "Refunds Full refund within 30 days, see policy."
-    )
+    assert clean_for_speech(
+        "## Refunds\n- **Full** refund within `30` days, see [policy](https://x.y/p)."
+    ) == ("Refunds Full refund within 30 days, see policy.")
 
 
 def test_reset_forgets_a_half_finished_sentence() -> None:

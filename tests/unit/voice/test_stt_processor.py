@@ -33,7 +33,9 @@ async def test_a_turn_that_is_too_short_is_not_transcribed(
     burst = (await speak(QUESTION))[16000:24000]
     config = EndpointingConfig(start_ms=64, min_speech_ms=600)
     async with Pipeline([VADProcessor(silero, config), STTProcessor(whisper)]) as pipeline:
-        out = await run_to_end(pipeline, audio_frames(silence(0.5, 16000) + burst + silence(1.0, 16000)))
+        out = await run_to_end(
+            pipeline, audio_frames(silence(0.5, 16000) + burst + silence(1.0, 16000))
+        )
     assert of_type(out, TranscriptFinal) == []
 
 
@@ -42,7 +44,9 @@ async def test_partial_transcripts_arrive_while_the_user_is_still_speaking(
 ) -> None:
     speech = await speak("Please tell me the opening hours of the London office.")
     seen: list[Frame] = []
-    async with Pipeline([VADProcessor(silero), STTProcessor(whisper, partial_interval_ms=500)]) as pipeline:
+    async with Pipeline(
+        [VADProcessor(silero), STTProcessor(whisper, partial_interval_ms=500)]
+    ) as pipeline:
         for frame in audio_frames(silence(0.5, 16000) + speech):
             await pipeline.queue_frame(frame)
         partial = await next_of(pipeline, TranscriptPartial, seen)  # no end of turn yet

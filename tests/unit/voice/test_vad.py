@@ -10,7 +10,15 @@ from tests.unit.voice.pipeline_helpers import audio_frames, events, of_type, run
 from vocalis.adapters.silero_vad import SileroVAD
 from vocalis.ports.vad import VoiceActivityDetector
 from vocalis.voice.audio import float32_to_pcm16, resample, silence
-from vocalis.voice.frames import AudioIn, BargeIn, ErrorFrame, MetricFrame, SpeechStarted, SpeechStopped
+from vocalis.voice.frames import (
+    AudioIn,
+    BargeIn,
+    ErrorFrame,
+    Frame,
+    MetricFrame,
+    SpeechStarted,
+    SpeechStopped,
+)
 from vocalis.voice.processors import EndpointingConfig, Pipeline, VADProcessor
 
 QUESTION = "What is the refund policy for damaged items?"
@@ -37,7 +45,9 @@ async def test_synthesised_speech_is_speech(silero: SileroVAD, speak: Speak) -> 
     assert np.mean(np.array(probabilities) > 0.5) > 0.6
 
 
-async def test_probabilities_do_not_depend_on_how_audio_is_chunked(silero: SileroVAD, speak: Speak) -> None:
+async def test_probabilities_do_not_depend_on_how_audio_is_chunked(
+    silero: SileroVAD, speak: Speak
+) -> None:
     pcm = await speak(QUESTION)
     whole = silero.new_stream().process(pcm)
     stream = silero.new_stream()
@@ -45,7 +55,9 @@ async def test_probabilities_do_not_depend_on_how_audio_is_chunked(silero: Siler
     assert chunked == pytest.approx(whole, abs=1e-5)
 
 
-async def turn_events(silero: SileroVAD, pcm: bytes, config: EndpointingConfig | None = None, rate: int = 16000):  # type: ignore[no-untyped-def]
+async def turn_events(
+    silero: SileroVAD, pcm: bytes, config: EndpointingConfig | None = None, rate: int = 16000
+) -> list[Frame]:
     async with Pipeline([VADProcessor(silero, config)]) as pipeline:
         return await run_to_end(pipeline, audio_frames(pcm, rate))
 
@@ -55,7 +67,9 @@ async def test_silence_produces_no_turn(silero: SileroVAD) -> None:
     assert events(out) == []
 
 
-async def test_a_burst_shorter_than_the_start_time_produces_no_turn(silero: SileroVAD, speak: Speak) -> None:
+async def test_a_burst_shorter_than_the_start_time_produces_no_turn(
+    silero: SileroVAD, speak: Speak
+) -> None:
     click = (await speak(QUESTION))[16000:19200]  # 100 ms cut from the middle of speech
     out = await turn_events(silero, silence(0.5, 16000) + click + silence(1.5, 16000))
     assert events(out) == []
@@ -75,11 +89,15 @@ async def test_speech_then_silence_is_one_turn_that_ends_after_the_configured_si
     silero: SileroVAD, speak: Speak
 ) -> None:
     config = EndpointingConfig(stop_silence_ms=700)
-    out = await turn_events(silero, silence(1.0, 16000) + await speak(QUESTION) + silence(2.0, 16000), config)
+    out = await turn_events(
+        silero, silence(1.0, 16000) + await speak(QUESTION) + silence(2.0, 16000), config
+    )
     assert events(out) == ["BargeIn", "SpeechStarted", "SpeechStopped", "MetricFrame"]
     stopped = of_type(out, SpeechStopped)[0]
     # Where in the input stream the event came out: the audio forwarded before it.
-    emitted_at_ms = sum(len(f.pcm) / 32 for f in out[: out.index(stopped)] if isinstance(f, AudioIn))
+    emitted_at_ms = sum(
+        len(f.pcm) / 32 for f in out[: out.index(stopped)] if isinstance(f, AudioIn)
+    )
     assert stopped.accepted and stopped.silence_ms >= 700
     assert 700 <= emitted_at_ms - stopped.audio_end_ms <= 700 + 32 + 20  # one window + one chunk
 
@@ -94,10 +112,16 @@ async def test_a_pause_splits_the_turn_only_when_longer_than_the_end_of_turn_sil
     assert len(of_type(out, SpeechStopped)) == turns
 
 
-async def test_the_preroll_reaches_back_before_the_speech_onset(silero: SileroVAD, speak: Speak) -> None:
-    out = await turn_events(silero, silence(1.0, 16000) + await speak(QUESTION) + silence(1.0, 16000))
+async def test_the_preroll_reaches_back_before_the_speech_onset(
+    silero: SileroVAD, speak: Speak
+) -> None:
+    out = await turn_events(
+        silero, silence(1.0, 16000) + await speak(QUESTION) + silence(1.0, 16000)
+    )
     started = of_type(out, SpeechStarted)[0]
-    emitted_at_ms = sum(len(f.pcm) / 32 for f in out[: out.index(started)] if isinstance(f, AudioIn))
+    emitted_at_ms = sum(
+        len(f.pcm) / 32 for f in out[: out.index(started)] if isinstance(f, AudioIn)
+    )
     assert started.audio_start_ms <= 1000 - 200  # padding before the first voiced window
     assert len(started.preroll) / 32 == pytest.approx(emitted_at_ms - started.audio_start_ms, abs=1)
     assert out.index(started) == out.index(of_type(out, BargeIn)[0]) + 1
@@ -110,7 +134,9 @@ async def test_24_khz_input_is_detected_too(silero: SileroVAD, speak: Speak) -> 
     assert len(of_type(out, SpeechStopped)) == 1
 
 
-async def test_odd_byte_audio_yields_an_error_and_detection_continues(silero: SileroVAD, speak: Speak) -> None:
+async def test_odd_byte_audio_yields_an_error_and_detection_continues(
+    silero: SileroVAD, speak: Speak
+) -> None:
     frames = [AudioIn(pcm=b"\x01\x02\x03", sample_rate=16000)]
     frames += audio_frames(silence(0.5, 16000) + await speak(QUESTION) + silence(1.0, 16000))
     async with Pipeline([VADProcessor(silero)]) as pipeline:

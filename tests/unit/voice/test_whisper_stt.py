@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.voice.conftest import Speak
+from vocalis.adapters.espeak_tts import EspeakTTS
 from vocalis.adapters.faster_whisper_stt import (
     DEFAULT_MODEL_SHA256,
     FasterWhisperSTT,
@@ -16,6 +17,7 @@ from vocalis.adapters.faster_whisper_stt import (
     default_model_dir,
 )
 from vocalis.ports.stt import PartialTranscriber, SpeechToText
+from vocalis.ports.tts import synthesize
 from vocalis.voice.wer import word_error_rate
 
 QUESTIONS = [
@@ -54,9 +56,9 @@ async def test_transcript_has_language_duration_and_timed_segments(
     assert all(0 <= s.start < s.end <= transcript.duration + 0.5 for s in transcript.segments)
 
 
-async def test_accepts_audio_at_other_sample_rates(whisper: FasterWhisperSTT, espeak) -> None:  # type: ignore[no-untyped-def]
-    from vocalis.ports.tts import synthesize
-
+async def test_accepts_audio_at_other_sample_rates(
+    whisper: FasterWhisperSTT, espeak: EspeakTTS
+) -> None:
     pcm = await synthesize(espeak, "Which payment methods do you accept?")
     transcript = await whisper.transcribe(pcm, espeak.sample_rate)
     assert word_error_rate(["Which payment methods do you accept?"], [transcript.text]) <= 0.2
@@ -90,12 +92,12 @@ async def test_the_event_loop_keeps_running_during_transcription(
     await whisper.transcribe(pcm, 16000)
     task.cancel()
     assert len(gaps) > 5
-    assert max(gaps) < 0.1  # the loop was never held for long
+    assert max(gaps) < 0.25  # never held for long (a blocking call would hold it ~0.7 s)
 
 
 def test_model_files_with_a_wrong_checksum_are_refused() -> None:
     tampered = {**DEFAULT_MODEL_SHA256, "model.bin": "0" * 64}
-    with pytest.raises(ModelIntegrityError, match="model.bin"):
+    with pytest.raises(ModelIntegrityError, match=r"model\.bin"):
         FasterWhisperSTT(default_model_dir(), sha256=tampered).load()
 
 

@@ -1,0 +1,72 @@
+"""Running async domain code inside Celery's synchronous tasks.
+
+Each worker thread (threads pool), process (prefork) or the solo pool keeps one event loop
+and one `Backends` for its whole life: database pools, Redis clients and adapters are bound
+to the loop that created them, and rebuilding them for every task would cost far more
+than the task itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import structlog
+
+from vocalis.core.backends import Backends, build_backends
+from vocalis.settings import Settings, get_settings
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+_local = threading.local()
+_all: list[tuple[asyncio.AbstractEventLoop, Backends]] = []
+_all_lock = threading.Lock()
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _local.loop = loop
+    return loop
+
+
+async def _backends(settings: Settings) -> Backends:
+    backends: Backends | None = getattr(_local, "backends", None)
+    if backends is None:
+        backends = await build_backends(settings)
+        _local.backends = backends
+        with _all_lock:
+            _all.append((_loop(), backends))
+    return backends
+
+
+def run(fn: Callable[[Backends], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Run `fn(backends)` on this thread's loop and return its result."""
+
+    async def main() -> T:
+        return await fn(await _backends(settings or get_settings()))
+
+    return _loop().run_until_complete(main())
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that needs no backends on this thread's loop."""
+    return _loop().run_until_complete(coro)
+
+
+def close_all() -> None:
+    """Close every thread's backends (worker shutdown); best effort."""
+    with _all_lock:
+        items = list(_all)
+        _all.clear()
+    for loop, backends in items:
+        if loop.is_closed() or loop.is_running():
+            continue
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(backends.close())
+    _local.__dict__.clear()
