@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.seaweedfs",
     "tests.fixtures.mongo_wire",
     "tests.fixtures.llama_server",
+    "tests.fixtures.embeddings",
 ]

@@ -25,9 +25,8 @@ class Agent(Timestamps, Base):
     __table_args__ = (Index("ix_agents_org_id_id", "org_id", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("agt"))
-    org_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
-    )
+    # Indexed by (org_id, id) above: lookups and newest-first listing per organisation.
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(default=1)
     # Soft delete: versions stay readable for the conversations that ran on them.

@@ -46,8 +46,10 @@ from vocalis.agents.providers import (
 from vocalis.agents.schemas import AgentConfig, ModelEndpoint
 from vocalis.agents.tools.base import EventSink, build_toolbox
 from vocalis.core.backends import Backends
+from vocalis.core.db import Database
 from vocalis.core.ids import new_id
 from vocalis.core.ssrf import Allowlist
+from vocalis.events.outbox import record_event
 from vocalis.ports.llm import ChatModel
 from vocalis.ports.retriever import NullRetriever, Retriever
 from vocalis.ports.secrets import SecretNotFound, SecretProvider
@@ -59,12 +61,27 @@ Graph = CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState]
 
 # `backends.extras` keys other parts of the system may fill.
 RETRIEVER_EXTRA = "retriever"  # a `Retriever` (the knowledge service's)
-EVENT_SINK_EXTRA = "event_sink"  # an `EventSink` (the outbox's `record_event`)
+EVENT_SINK_EXTRA = "event_sink"  # an `EventSink` replacing the outbox (tests, embedding)
 
 
-async def discard_event(name: str, payload: Mapping[str, Any]) -> None:
-    """The default event sink: events go nowhere (logged at debug level)."""
-    log.debug("event_discarded", event=name)
+def outbox_sink(database: Database) -> EventSink:
+    """An event sink writing to the transactional outbox (webhooks), one transaction each.
+
+    Conversations live in the document store, so the event cannot share their transaction;
+    a failure to record is logged and does not fail the conversation.
+    """
+
+    async def record(name: str, payload: Mapping[str, Any]) -> None:
+        data = {k: v for k, v in payload.items() if k != "org_id"}
+        try:
+            async with database.session() as session:
+                await record_event(
+                    session=session, org_id=str(payload["org_id"]), type=name, data=data
+                )
+        except Exception:
+            log.exception("event_not_recorded", event=name)
+
+    return record
 
 
 class OrgSecrets:
@@ -122,7 +139,9 @@ class AgentRuntime:
     def events(self) -> EventSink:
         """Where lifecycle events (`handoff.requested`, `conversation.*`) go."""
         sink = self.backends.extras.get(EVENT_SINK_EXTRA)
-        return sink if callable(sink) else discard_event  # type: ignore[return-value]
+        if callable(sink):
+            return sink
+        return outbox_sink(self.backends.database)
 
     def _endpoint_model(self, org_id: str, endpoint: ModelEndpoint) -> OpenAIChatModel:
         key = (
@@ -223,7 +242,7 @@ async def open_runtime(backends: Backends) -> AsyncIterator[AgentRuntime]:
         runtime = AgentRuntime(
             graph=build_agent_graph(checkpointer),
             backends=backends,
-            ledger=CostLedger(getattr(backends.settings, "llm_prices", None) or {}),
+            ledger=CostLedger(backends.settings.llm_prices),
             checkpointer=checkpointer,
         )
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
@@ -78,10 +78,16 @@ async def agent_config(
 
 
 def _message_doc(
-    *, conversation_id: str, sequence: int, role: str, content: str, redacted: bool
+    *,
+    conversation_id: str,
+    sequence: int,
+    role: str,
+    content: str,
+    redacted: bool,
+    message_id: str | None = None,
 ) -> Document:
     return {
-        "_id": new_id("msg"),
+        "_id": message_id or new_id("msg"),
         "conversation_id": conversation_id,
         "sequence": sequence,
         "role": role,
@@ -145,24 +151,35 @@ async def start_conversation(
         await runtime.seed_history(doc["_id"], [("assistant", config.first_message)])
     await store.insert_conversation(backends.documents, org_id, doc)
     log.info("conversation_started", conversation_id=doc["_id"], agent_id=agent_id, channel=channel)
-    await runtime.events("conversation.started", _event_payload(org_id, doc))
+    await runtime.events("conversation.started", _started_payload(org_id, doc))
     return doc
 
 
-def _event_payload(org_id: str, doc: Document) -> dict[str, Any]:
+def _started_payload(org_id: str, doc: Document) -> dict[str, Any]:
+    """`conversation.started` data (see vocalis.webhooks.events)."""
     return {
         "org_id": org_id,
         "conversation_id": doc["_id"],
         "agent_id": doc["agent_id"],
         "agent_version": doc["agent_version"],
         "channel": doc["channel"],
-        "status": doc["status"],
-        "created_at": doc["created_at"],
-        "ended_at": doc.get("ended_at"),
-        "ended_reason": doc.get("ended_reason"),
-        "duration_s": doc.get("duration_s"),
-        "message_count": doc.get("message_count", 0),
+        "started_at": doc["created_at"],
         "metadata": doc.get("metadata", {}),
+    }
+
+
+def _ended_payload(org_id: str, doc: Document) -> dict[str, Any]:
+    """`conversation.ended` data (see vocalis.webhooks.events)."""
+    return {
+        "org_id": org_id,
+        "conversation_id": doc["_id"],
+        "agent_id": doc["agent_id"],
+        "agent_version": doc["agent_version"],
+        "channel": doc["channel"],
+        "ended_at": doc["ended_at"],
+        "reason": doc["ended_reason"],
+        "message_count": doc.get("message_count", 0),
+        "duration_s": doc.get("duration_s"),
     }
 
 
@@ -234,7 +251,7 @@ async def end_conversation(
     doc = {**doc, **changes}
     if matched:  # a concurrent end already emitted the event otherwise
         log.info("conversation_ended", conversation_id=conversation_id, reason=reason)
-        await runtime.events("conversation.ended", _event_payload(org_id, doc))
+        await runtime.events("conversation.ended", _ended_payload(org_id, doc))
     return doc
 
 
@@ -256,6 +273,9 @@ class Turn:
     config: AgentConfig
     user_message: Document
     lock: store.TurnLock
+    # The id the assistant's message will be stored under; transports that announce the
+    # reply before it is stored (the realtime protocol's items) may set it.
+    reply_id: str = field(default_factory=lambda: new_id("msg"))
 
     @property
     def conversation_id(self) -> str:
@@ -305,6 +325,7 @@ class Turn:
                 self.conversation_id,
                 {"$set": {"handoff": handoff}},
             )
+            payload = {**payload, "requested_at": handoff["requested_at"]}
         await self.runtime.events(name, payload)
 
     async def _store_reply(
@@ -314,6 +335,7 @@ class Turn:
         results: list[ToolResultEvent],
     ) -> Document:
         doc = _message_doc(
+            message_id=self.reply_id,
             conversation_id=self.conversation_id,
             sequence=self.user_message["sequence"] + 1,
             role="assistant",
@@ -389,6 +411,7 @@ async def begin_turn(
     org_id: str,
     conversation_id: str,
     content: str,
+    message_id: str | None = None,
 ) -> Turn:
     """Check the conversation, take its turn lock and store the user's message."""
     doc = await get_conversation(backends, org_id=org_id, conversation_id=conversation_id)
@@ -409,6 +432,7 @@ async def begin_turn(
             version=int(doc["agent_version"]),
         )
         user = _message_doc(
+            message_id=message_id,
             conversation_id=conversation_id,
             sequence=int(doc.get("message_count", 0)) + 1,
             role="user",

@@ -166,4 +166,4 @@ class TurnLock:
         """Give the lock back (only if it is still ours)."""
         if self.held:
             self.held = False
-            await self._redis.eval(_RELEASE, 1, self._key, self._token)  # type: ignore[misc]
+            await self._redis.eval(_RELEASE, 1, self._key, self._token)

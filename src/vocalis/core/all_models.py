@@ -9,6 +9,7 @@ from vocalis.core.db import Base
 MODEL_MODULES = (
     "vocalis.orgs.models",
     "vocalis.adapters.sql_document_store",
+    "vocalis.agents.models",
 )
 
 

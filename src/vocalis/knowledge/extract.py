@@ -23,7 +23,12 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from pypdf import PdfReader
 
-from vocalis.knowledge.errors import CorruptDocument, DocumentTooLarge, EmptyDocument
+from vocalis.knowledge.errors import (
+    CorruptDocument,
+    DocumentRejected,
+    DocumentTooLarge,
+    EmptyDocument,
+)
 from vocalis.knowledge.sniff import DocumentType, decode_text
 
 
@@ -129,21 +134,17 @@ class _SectionBuilder:
             )
 
 
-def _guard(
-    kind: str,
-) -> Callable[
-    [Callable[[bytes, ExtractionLimits], ExtractedDocument]],
-    Callable[[bytes, ExtractionLimits], ExtractedDocument],
-]:
+Extractor = Callable[[bytes, ExtractionLimits], ExtractedDocument]
+
+
+def _guard(kind: str) -> Callable[[Extractor], Extractor]:
     """Turn any parser exception into CorruptDocument (parsers raise many types on junk)."""
 
-    def wrap(
-        fn: Callable[[bytes, ExtractionLimits], ExtractedDocument],
-    ) -> Callable[[bytes, ExtractionLimits], ExtractedDocument]:
+    def wrap(fn: Extractor) -> Extractor:
         def guarded(data: bytes, limits: ExtractionLimits) -> ExtractedDocument:
             try:
                 return fn(data, limits)
-            except (CorruptDocument, DocumentTooLarge, EmptyDocument):
+            except DocumentRejected:
                 raise
             # Third-party parsers on untrusted bytes raise arbitrary exception types
             # (KeyError, struct.error, zlib.error, RecursionError…): all mean "corrupt".
@@ -416,7 +417,7 @@ def _extract_text(data: bytes, limits: ExtractionLimits) -> ExtractedDocument:
     )
 
 
-_EXTRACTORS: dict[DocumentType, Callable[[bytes, ExtractionLimits], ExtractedDocument]] = {
+_EXTRACTORS: dict[DocumentType, Extractor] = {
     DocumentType.PDF: _extract_pdf,
     DocumentType.DOCX: _extract_docx,
     DocumentType.HTML: _extract_html,

@@ -33,8 +33,8 @@ def split_messages(messages: Sequence[ChatMessageIn]) -> tuple[list[tuple[str, s
     new_input = "\n\n".join(m.text() for m in messages[start:] if m.text().strip()).strip()
     if not new_input:
         raise RequestError("The last user message has no text.")
-    history = [
-        (m.role, m.text())
+    history: list[tuple[str, str]] = [
+        (str(m.role), m.text())
         for m in messages[:start]
         if m.role in ("user", "assistant") and m.text().strip()
     ]

@@ -62,9 +62,7 @@ class WebhookDelivery(OrgScoped, Timestamps, Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dlv"))
-    endpoint_id: Mapped[str] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
-    )
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     event_id: Mapped[str] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"))
     event_type: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING)

@@ -1,0 +1,1 @@
+"""Operator endpoints: the dead-letter store and feature-flag overrides."""

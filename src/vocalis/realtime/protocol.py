@@ -1,0 +1,498 @@
+"""The events of `WS /v1/realtime`: OpenAI Realtime (GA) names and shapes, as models.
+
+Client events are validated with the models in `CLIENT_EVENTS`; server events are built
+from the models in `SERVER_EVENTS` (the WebSocket reference in the docs is generated from
+both). Our additions are namespaced: `vocalis.*` events, and a `vocalis` object on
+`session.created` and `response.done`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from vocalis.core.ids import new_id
+
+Modality = Literal["text", "audio"]
+ItemStatus = Literal["completed", "incomplete", "in_progress"]
+FinalStatus = Literal["completed", "cancelled", "incomplete", "failed"]
+
+
+def text_only() -> list[Modality]:
+    """The default output modalities (text; the voice channel adds audio)."""
+    return ["text"]
+
+
+def event_id() -> str:
+    """A server event id."""
+    return new_id("event")
+
+
+# --- session --------------------------------------------------------------------------------
+class AudioFormat(BaseModel):
+    """An audio format: PCM16 (24 kHz by default, 16 kHz accepted) or G.711 at 8 kHz."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
+    rate: int | None = 24_000
+
+
+class SessionAudioInput(BaseModel):
+    """Input audio settings (used by the voice channel)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: AudioFormat = Field(default_factory=AudioFormat)
+    turn_detection: dict[str, Any] | None = Field(
+        default_factory=lambda: {"type": "server_vad", "create_response": True}
+    )
+
+
+class SessionAudioOutput(BaseModel):
+    """Output audio settings (used by the voice channel)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: AudioFormat = Field(default_factory=AudioFormat)
+    voice: str | None = None
+
+
+class SessionAudio(BaseModel):
+    """Audio settings of the session."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input: SessionAudioInput = Field(default_factory=SessionAudioInput)
+    output: SessionAudioOutput = Field(default_factory=SessionAudioOutput)
+
+
+class Session(BaseModel):
+    """The effective session configuration, as `session.created`/`session.updated` show it.
+
+    The agent's configuration governs instructions, tools and model; they are not shown.
+    """
+
+    type: Literal["realtime"] = "realtime"
+    object: Literal["realtime.session"] = "realtime.session"
+    id: str
+    model: str = Field(description="The agent's id.")
+    output_modalities: list[Modality] = Field(default_factory=text_only)
+    max_output_tokens: int | Literal["inf"] = "inf"
+    tool_choice: str = "auto"
+    audio: SessionAudio = Field(default_factory=SessionAudio)
+    metadata: dict[str, str] | None = None
+
+
+class SessionPatch(BaseModel):
+    """The part of `session.update` that a client may change."""
+
+    model_config = ConfigDict(extra="allow")  # other OpenAI fields are reported, not applied
+
+    type: Literal["realtime"] = "realtime"
+    output_modalities: list[Modality] | None = Field(default=None, min_length=1, max_length=1)
+    max_output_tokens: int | Literal["inf"] | None = None
+    audio: SessionAudio | None = None
+    metadata: dict[str, str] | None = None
+
+    def unsupported(self) -> list[str]:
+        """Fields the client sent that the agent's configuration governs instead."""
+        return sorted(self.model_extra or {})
+
+
+# --- client events --------------------------------------------------------------------------
+class ClientEvent(BaseModel):
+    """Fields every client event has."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str | None = Field(default=None, max_length=128)
+
+
+class SessionUpdateEvent(ClientEvent):
+    """Change the session's configuration."""
+
+    type: Literal["session.update"]
+    session: SessionPatch
+
+
+class InputText(BaseModel):
+    """Text typed by the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["input_text"]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=32_000)]
+
+
+class UserMessageItem(BaseModel):
+    """A user message with text content (audio input arrives through the audio buffer)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["message"]
+    role: Literal["user"]
+    content: list[InputText] = Field(min_length=1, max_length=16)
+    id: str | None = Field(default=None, max_length=64)
+
+    def text(self) -> str:
+        """The message's text."""
+        return "\n".join(part.text for part in self.content)
+
+
+class ConversationItemCreateEvent(ClientEvent):
+    """Add a user message to the conversation (answered at the next `response.create`)."""
+
+    type: Literal["conversation.item.create"]
+    previous_item_id: str | None = None
+    item: UserMessageItem
+
+
+class ResponseCreateEvent(ClientEvent):
+    """Ask the agent to answer the conversation's new user input."""
+
+    type: Literal["response.create"]
+    response: dict[str, Any] | None = None
+
+
+class ResponseCancelEvent(ClientEvent):
+    """Stop the response in progress."""
+
+    type: Literal["response.cancel"]
+    response_id: str | None = None
+
+
+CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
+    "session.update": SessionUpdateEvent,
+    "conversation.item.create": ConversationItemCreateEvent,
+    "response.create": ResponseCreateEvent,
+    "response.cancel": ResponseCancelEvent,
+}
+
+
+# --- server events --------------------------------------------------------------------------
+class ServerEvent(BaseModel):
+    """Fields every server event has."""
+
+    event_id: str = Field(default_factory=event_id)
+
+
+class VocalisSession(BaseModel):
+    """Which conversation this session talks in."""
+
+    conversation_id: str
+    agent_id: str
+    agent_version: int
+    resumed: bool = False
+
+
+class SessionCreated(ServerEvent):
+    """First event of every session."""
+
+    type: Literal["session.created"] = "session.created"
+    session: Session
+    vocalis: VocalisSession
+
+
+class SessionUpdated(ServerEvent):
+    """The session's configuration after a `session.update`."""
+
+    type: Literal["session.updated"] = "session.updated"
+    session: Session
+
+
+class ContentPart(BaseModel):
+    """A content part of an item."""
+
+    type: Literal["input_text", "output_text", "text"]
+    text: str = ""
+
+
+class MessageItem(BaseModel):
+    """A conversation message item."""
+
+    id: str
+    object: Literal["realtime.item"] = "realtime.item"
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant"]
+    status: ItemStatus = "completed"
+    content: list[ContentPart] = Field(default_factory=list)
+
+
+class FunctionCallItem(BaseModel):
+    """A tool the agent called (tools run on the server; this is for information)."""
+
+    id: str
+    object: Literal["realtime.item"] = "realtime.item"
+    type: Literal["function_call"] = "function_call"
+    status: ItemStatus = "completed"
+    call_id: str
+    name: str
+    arguments: str = ""
+
+
+Item = MessageItem | FunctionCallItem
+
+
+class ConversationItemAdded(ServerEvent):
+    """An item joined the conversation."""
+
+    type: Literal["conversation.item.added"] = "conversation.item.added"
+    previous_item_id: str | None = None
+    item: MessageItem
+
+
+class ConversationItemDone(ServerEvent):
+    """An item is final."""
+
+    type: Literal["conversation.item.done"] = "conversation.item.done"
+    previous_item_id: str | None = None
+    item: MessageItem
+
+
+class InputTokenDetails(BaseModel):
+    """Where input tokens came from."""
+
+    cached_tokens: int = 0
+    text_tokens: int = 0
+    audio_tokens: int = 0
+
+
+class OutputTokenDetails(BaseModel):
+    """What output tokens were."""
+
+    text_tokens: int = 0
+    audio_tokens: int = 0
+
+
+class ResponseUsage(BaseModel):
+    """Tokens of one response."""
+
+    total_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    input_token_details: InputTokenDetails = Field(default_factory=InputTokenDetails)
+    output_token_details: OutputTokenDetails = Field(default_factory=OutputTokenDetails)
+
+
+class StatusError(BaseModel):
+    """Why a response failed."""
+
+    type: str
+    code: str | None = None
+    message: str | None = None
+
+
+class StatusDetails(BaseModel):
+    """Details of a response's final status."""
+
+    type: FinalStatus
+    reason: (
+        Literal["turn_detected", "client_cancelled", "max_output_tokens", "content_filter"] | None
+    ) = None
+    error: StatusError | None = None
+
+
+class Response(BaseModel):
+    """A response of the agent."""
+
+    id: str
+    object: Literal["realtime.response"] = "realtime.response"
+    status: Literal["in_progress", "completed", "cancelled", "failed", "incomplete"]
+    status_details: StatusDetails | None = None
+    output: list[Item] = Field(default_factory=list)
+    conversation_id: str
+    output_modalities: list[Modality] = Field(default_factory=text_only)
+    max_output_tokens: int | Literal["inf"] = "inf"
+    usage: ResponseUsage | None = None
+    metadata: dict[str, str] | None = None
+
+
+class ResponseCreated(ServerEvent):
+    """A response started."""
+
+    type: Literal["response.created"] = "response.created"
+    response: Response
+
+
+class ResponseOutputItemAdded(ServerEvent):
+    """A response started an output item."""
+
+    type: Literal["response.output_item.added"] = "response.output_item.added"
+    response_id: str
+    output_index: int
+    item: Item
+
+
+class ResponseOutputItemDone(ServerEvent):
+    """An output item is final."""
+
+    type: Literal["response.output_item.done"] = "response.output_item.done"
+    response_id: str
+    output_index: int
+    item: Item
+
+
+class ResponseContentPartAdded(ServerEvent):
+    """A message item started a content part."""
+
+    type: Literal["response.content_part.added"] = "response.content_part.added"
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+    part: ContentPart
+
+
+class ResponseContentPartDone(ServerEvent):
+    """A content part is final."""
+
+    type: Literal["response.content_part.done"] = "response.content_part.done"
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+    part: ContentPart
+
+
+class ResponseOutputTextDelta(ServerEvent):
+    """The next piece of the agent's text."""
+
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ResponseOutputTextDone(ServerEvent):
+    """The whole text of a content part (authoritative: the output guard may change it)."""
+
+    type: Literal["response.output_text.done"] = "response.output_text.done"
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+
+
+class ResponseFunctionCallArgumentsDone(ServerEvent):
+    """The agent called a tool with these arguments."""
+
+    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
+    response_id: str
+    item_id: str
+    output_index: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+class VocalisCitation(BaseModel):
+    """A passage the answer cites as `[n]`."""
+
+    n: int
+    document_id: str
+    document_name: str
+    chunk_id: str
+    text: str
+    score: float = 0.0
+    page: int | None = None
+    section: str | None = None
+
+
+class VocalisResponse(BaseModel):
+    """Our additions to `response.done`."""
+
+    conversation_id: str
+    message_id: str | None = None
+    citations: list[VocalisCitation] = Field(default_factory=list)
+    latency_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="retrieve, first_token, generate, tools, total (voice adds endpointing, "
+        "stt, first_audio_byte).",
+    )
+    cost_usd: float = 0.0
+    provider: str = ""
+    model: str = ""
+    flags: list[str] = Field(default_factory=list)
+    handoff: bool = False
+    conversation_ended: bool = False
+
+
+class ResponseDone(ServerEvent):
+    """A response finished (completed, cancelled or failed)."""
+
+    type: Literal["response.done"] = "response.done"
+    response: Response
+    vocalis: VocalisResponse
+
+
+class VocalisToolResult(ServerEvent):
+    """A server-side tool answered."""
+
+    type: Literal["vocalis.tool.result"] = "vocalis.tool.result"
+    response_id: str
+    call_id: str
+    name: str
+    output: str
+    is_error: bool = False
+
+
+class VocalisHandoffRequested(ServerEvent):
+    """The conversation was handed to a person."""
+
+    type: Literal["vocalis.handoff.requested"] = "vocalis.handoff.requested"
+    conversation_id: str
+    reason: str
+
+
+class VocalisConversationEnded(ServerEvent):
+    """The conversation ended (the agent ended it, or an end phrase was said)."""
+
+    type: Literal["vocalis.conversation.ended"] = "vocalis.conversation.ended"
+    conversation_id: str
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong; the session stays usable."""
+
+    type: Literal["invalid_request_error", "server_error"] = "invalid_request_error"
+    code: str
+    message: str
+    param: str | None = None
+    event_id: str | None = Field(default=None, description="The client event at fault.")
+
+
+class ErrorEvent(ServerEvent):
+    """A client event was refused or a response failed."""
+
+    type: Literal["error"] = "error"
+    error: ErrorDetail
+
+
+SERVER_EVENTS: dict[str, type[ServerEvent]] = {
+    model.model_fields["type"].default: model
+    for model in (
+        SessionCreated,
+        SessionUpdated,
+        ConversationItemAdded,
+        ConversationItemDone,
+        ResponseCreated,
+        ResponseOutputItemAdded,
+        ResponseContentPartAdded,
+        ResponseOutputTextDelta,
+        ResponseOutputTextDone,
+        ResponseContentPartDone,
+        ResponseOutputItemDone,
+        ResponseFunctionCallArgumentsDone,
+        ResponseDone,
+        VocalisToolResult,
+        VocalisHandoffRequested,
+        VocalisConversationEnded,
+        ErrorEvent,
+    )
+}

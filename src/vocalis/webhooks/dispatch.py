@@ -1,0 +1,136 @@
+"""From outbox event to queued deliveries, and the sweep that makes the pair lossless.
+
+`dispatch_event` turns one outbox event into one delivery per subscribed endpoint (a
+unique `(event_id, endpoint_id)` makes a second dispatch a no-op) and publishes a
+delivery task for each. `sweep` runs every few seconds from beat: it dispatches events
+whose immediate publish was lost (the broker was down) and enqueues deliveries that are
+due but have no live queue message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from vocalis.core.backends import Backends
+from vocalis.core.db import utcnow
+from vocalis.events import outbox
+from vocalis.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from vocalis.workers import publish
+
+log = structlog.get_logger(__name__)
+
+DELIVER_TASK = "vocalis.webhooks.deliver"
+SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one sweep did."""
+
+    events_dispatched: int
+    deliveries_enqueued: int
+
+
+async def dispatch_event(backends: Backends, event_id: str) -> list[str]:
+    """Create the deliveries of one event and enqueue them; the new delivery ids."""
+    try:
+        async with backends.database.session() as session:
+            event = await outbox.claim(session=session, event_id=event_id)
+            if event is None:
+                return []
+            query = select(WebhookEndpoint).where(
+                WebhookEndpoint.org_id == event.org_id, WebhookEndpoint.enabled.is_(True)
+            )
+            if event.target_endpoint_id:
+                query = query.where(WebhookEndpoint.id == event.target_endpoint_id)
+            endpoints = [
+                e
+                for e in (await session.scalars(query)).all()
+                if event.target_endpoint_id or e.subscribes_to(event.type)
+            ]
+            now = utcnow()
+            deliveries = [
+                WebhookDelivery(
+                    org_id=event.org_id,
+                    endpoint_id=endpoint.id,
+                    event_id=event.id,
+                    event_type=event.type,
+                    next_attempt_at=now,
+                    enqueued_at=now,
+                )
+                for endpoint in endpoints
+            ]
+            session.add_all(deliveries)
+            await outbox.mark_dispatched(session=session, event=event)
+            ids = [d.id for d in deliveries]
+    except IntegrityError:
+        # Another dispatcher created these deliveries first (SQLite has no SKIP LOCKED).
+        log.info("outbox_event_already_dispatched", event_id=event_id)
+        return []
+    await enqueue_deliveries(backends, ids)
+    return ids
+
+
+async def enqueue_deliveries(
+    backends: Backends, delivery_ids: Sequence[str], *, countdown: float | None = None
+) -> int:
+    """Publish a delivery task for each id; ids that could not be published go to the sweep."""
+    unsent = []
+    for delivery_id in delivery_ids:
+        sent = await publish.enqueue(
+            backends.settings, DELIVER_TASK, [delivery_id], countdown=countdown
+        )
+        if sent is None:
+            unsent.append(delivery_id)
+    if unsent:
+        async with backends.database.session() as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(unsent))
+                .values(enqueued_at=None)
+            )
+    return len(delivery_ids) - len(unsent)
+
+
+async def sweep(backends: Backends) -> SweepReport:
+    """Dispatch stranded events, then enqueue due deliveries without a live message."""
+    settings = backends.settings
+    async with backends.database.session() as session:
+        events = await outbox.undispatched(
+            session=session,
+            older_than=timedelta(seconds=settings.outbox_sweep_interval_s),
+            limit=SWEEP_BATCH,
+        )
+        event_ids = [e.id for e in events]
+    dispatched = 0
+    for event_id in event_ids:
+        await dispatch_event(backends, event_id)
+        dispatched += 1
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.webhook_requeue_after_s)
+    async with backends.database.session() as session:
+        rows = await session.scalars(
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.status.in_(DeliveryStatus.OPEN),
+                WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.enqueued_at.is_(None), WebhookDelivery.enqueued_at < stale),
+            )
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(SWEEP_BATCH)
+        )
+        due = list(rows.all())
+        if due:
+            await session.execute(
+                update(WebhookDelivery).where(WebhookDelivery.id.in_(due)).values(enqueued_at=now)
+            )
+    enqueued = await enqueue_deliveries(backends, due) if due else 0
+    if dispatched or enqueued:
+        log.info("outbox_sweep", events_dispatched=dispatched, deliveries_enqueued=enqueued)
+    return SweepReport(dispatched, enqueued)
