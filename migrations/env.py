@@ -14,8 +14,24 @@ target_metadata = load_all().metadata
 config = context.config
 
 
+# Tables other libraries own in the same database (LangGraph checkpoints) are not ours to diff.
+FOREIGN_TABLE_PREFIXES = ("checkpoint",)
+
+
+def _include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    return not (
+        type_ == "table"
+        and reflected
+        and compare_to is None
+        and (name or "").startswith(FOREIGN_TABLE_PREFIXES)
+    )
+
+
 def _run(connection: Connection) -> None:
     context.configure(
+        include_object=_include_object,
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",

@@ -17,10 +17,15 @@ from vocalis.core.ratelimit import RateLimiter
 from vocalis.core.tracing import configure_tracing
 from vocalis.flags.service import configure_flags
 from vocalis.settings import Settings, get_settings
+from vocalis.workers.publish import configure as configure_publishing
 
 ROUTERS = (
     "vocalis.health.api",
     "vocalis.orgs.api",
+    "vocalis.agents.api",
+    "vocalis.conversations.api",
+    "vocalis.openai_compat.api",
+    "vocalis.realtime.api",
 )
 
 
@@ -34,6 +39,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = backends is None
+        configure_publishing(settings)
         app.state.backends = backends or await build_backends(settings)
         app.state.rate_limiter = RateLimiter(
             app.state.backends.redis,

@@ -270,7 +270,15 @@ def redaction_rules() -> str:
     )
 
 
+def realtime_events() -> str:
+    """The realtime WebSocket protocol: client and server events."""
+    from vocalis.realtime.protocol import reference_markdown
+
+    return reference_markdown()
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
+    "realtime.md": realtime_events,
     "environment.md": environment_variables,
     "errors.md": error_codes,
     "rest-api.md": rest_endpoints,

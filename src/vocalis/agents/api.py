@@ -10,6 +10,7 @@ from vocalis.agents import service
 from vocalis.agents.runtime import runtime_lifespan
 from vocalis.agents.schemas import AgentCreate, AgentOut, AgentUpdate, AgentVersionOut
 from vocalis.core.deps import SessionDep
+from vocalis.core.errors import INVALID_CURSOR, RequestError
 from vocalis.core.pagination import ListResource, Page, paginate
 from vocalis.core.security import Principal, Scoped
 
@@ -17,6 +18,16 @@ router = APIRouter(prefix="/v1", tags=["agents"], lifespan=runtime_lifespan)
 _404: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such agent (or another organisation's)."}
 }
+
+
+def _version_position(position: dict[str, Any] | None) -> int | None:
+    """The version a versions cursor points at."""
+    if not position or "version" not in position:
+        return None
+    value = position["version"]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestError("The cursor is malformed.", code=INVALID_CURSOR)
+    return value
 
 
 def _allowlist(request: Request) -> list[str]:
@@ -102,7 +113,7 @@ async def list_versions(
     principal: Annotated[Principal, Scoped("agents:read")],
     session: SessionDep,
 ) -> ListResource[AgentVersionOut]:
-    before = int(page.position["version"]) if page.position and "version" in page.position else None
+    before = _version_position(page.position)
     versions = await service.list_versions(
         session=session,
         org_id=principal.org_id,

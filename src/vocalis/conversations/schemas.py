@@ -151,6 +151,9 @@ class Conversation(BaseModel):
     usage: ConversationUsage = Field(default_factory=ConversationUsage)
     handoff: dict[str, Any] | None = None
     external_user: str | None = None
+    ephemeral: bool = Field(
+        default=False, description="A one-off chat completion (ended after its reply)."
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
     messages: list[Message] | None = None
 

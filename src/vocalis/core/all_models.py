@@ -10,6 +10,10 @@ MODEL_MODULES = (
     "vocalis.orgs.models",
     "vocalis.adapters.sql_document_store",
     "vocalis.agents.models",
+    "vocalis.events.models",
+    "vocalis.webhooks.models",
+    "vocalis.workers.models",
+    "vocalis.admin.models",
 )
 
 

@@ -16,11 +16,11 @@ dispatches the event later.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy import event as sa_event
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -127,22 +127,11 @@ async def mark_dispatched(*, session: AsyncSession, event: OutboxEvent) -> None:
     await session.flush()
 
 
-async def prune(*, session: AsyncSession, older_than: datetime) -> int:
-    """Delete dispatched events created before `older_than` (with their deliveries)."""
-    result = await session.execute(
-        delete(OutboxEvent).where(
-            OutboxEvent.dispatched_at.is_not(None), OutboxEvent.created_at < older_than
-        )
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
 __all__ = [
     "DISPATCH_TASK",
     "UnknownEventType",
     "claim",
     "mark_dispatched",
-    "prune",
     "record_event",
     "undispatched",
 ]

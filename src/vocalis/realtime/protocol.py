@@ -496,3 +496,33 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         ErrorEvent,
     )
 }
+
+
+def _fields(model: type[BaseModel]) -> str:
+    names = [name for name in model.model_fields if name not in ("type", "event_id")]
+    return ", ".join(f"`{n}`" for n in names) or "—"
+
+
+def reference_markdown() -> str:
+    """The WebSocket reference (client and server events) for the generated docs."""
+    lines = [
+        "# Realtime WebSocket events",
+        "",
+        "`WS /v1/realtime?model=<agent id>` (or `agent_id=`, or `conversation_id=` to resume "
+        "an active conversation), `Authorization: Bearer <api key>` with the "
+        "`conversations:write` scope. Event names and shapes are OpenAI Realtime's (GA); "
+        "ours are namespaced `vocalis.*`. Every event carries `type` and `event_id`.",
+        "",
+        "## Client events",
+        "",
+        "| Event | Meaning | Fields |",
+        "|---|---|---|",
+    ]
+    for name, client_model in CLIENT_EVENTS.items():
+        doc = (client_model.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"| `{name}` | {doc} | {_fields(client_model)} |")
+    lines += ["", "## Server events", "", "| Event | Meaning | Fields |", "|---|---|---|"]
+    for name, server_model in SERVER_EVENTS.items():
+        doc = (server_model.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"| `{name}` | {doc} | {_fields(server_model)} |")
+    return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from fastapi import WebSocket
 from pydantic import ValidationError
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from vocalis.agents.events import HandoffEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from vocalis.agents.runtime import AgentRuntime
@@ -106,7 +106,7 @@ class EventSender:
                 return
             try:
                 await self._websocket.send_text(text)
-            except (RuntimeError, OSError):  # the client went away mid-send
+            except (WebSocketDisconnect, RuntimeError, OSError):  # the client went away
                 self.closed = True
 
     async def error(

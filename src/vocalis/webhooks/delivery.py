@@ -124,7 +124,7 @@ async def attempt_delivery(backends: Backends, delivery_id: str, task_id: str) -
     try:
         return await _attempt_under_lease(backends, delivery_id, task_id)
     finally:
-        await backends.redis.eval(_RELEASE_LEASE, 1, lease_key, task_id.encode())  # type: ignore[misc]
+        await backends.redis.eval(_RELEASE_LEASE, 1, lease_key, task_id.encode())
 
 
 async def _attempt_under_lease(backends: Backends, delivery_id: str, task_id: str) -> AttemptReport:

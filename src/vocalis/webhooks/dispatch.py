@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from vocalis.core.backends import Backends
 from vocalis.core.db import utcnow
 from vocalis.events import outbox
+from vocalis.events.models import OutboxEvent
 from vocalis.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from vocalis.workers import publish
 
@@ -134,3 +135,26 @@ async def sweep(backends: Backends) -> SweepReport:
     if dispatched or enqueued:
         log.info("outbox_sweep", events_dispatched=dispatched, deliveries_enqueued=enqueued)
     return SweepReport(dispatched, enqueued)
+
+
+async def prune_history(backends: Backends, now: datetime | None = None) -> int:
+    """Delete events older than the history window once none of their deliveries is open."""
+    cutoff = (now or utcnow()) - timedelta(days=backends.settings.webhook_history_days)
+    open_delivery = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.event_id == OutboxEvent.id,
+            WebhookDelivery.status.in_(DeliveryStatus.OPEN),
+        )
+        .exists()
+    )
+    async with backends.database.session() as session:
+        result = await session.execute(
+            delete(OutboxEvent).where(
+                OutboxEvent.dispatched_at.is_not(None),
+                OutboxEvent.created_at < cutoff,
+                ~open_delivery,
+            )
+        )
+    # Deliveries and attempts go with their event (ON DELETE CASCADE).
+    return int(getattr(result, "rowcount", 0) or 0)

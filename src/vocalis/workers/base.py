@@ -18,10 +18,11 @@ import structlog
 from celery import Task, shared_task
 from celery.exceptions import Retry
 
+from vocalis.admin import flags
 from vocalis.core.backends import Backends
 from vocalis.core.db import utcnow
 from vocalis.core.redis_keys import TASK_DONE, TASK_FIRST_FAILURE
-from vocalis.settings import Settings, get_settings
+from vocalis.settings import Settings
 from vocalis.workers import deadletters, runtime
 from vocalis.workers.retry import RetryPolicy, is_transient
 
@@ -108,6 +109,8 @@ def vocalis_task(
                     retries=int(request.retries or 0),
                     backends=backends,
                 )
+                # Organisation flag overrides change at runtime; a worker reloads them lazily.
+                await flags.refresh_if_stale(backends.database)
                 org_id = kwargs.get("org_id")
                 if org_id:
                     structlog.contextvars.bind_contextvars(org_id=org_id)
@@ -119,7 +122,7 @@ def vocalis_task(
                     await _on_failure(self, ctx, exc, args, kwargs, policy, org_of)
                     raise
 
-            return runtime.run(body, get_settings())
+            return runtime.run(body)
 
         # Not functools.wraps: Celery would read `fn`'s signature (with `ctx`) as the
         # task's and refuse calls that leave `ctx` out.
@@ -156,7 +159,8 @@ async def _first_failure(ctx: TaskContext) -> datetime:
     try:
         await ctx.backends.redis.set(key, now.isoformat().encode(), ex=FAILURE_MEMORY_S, nx=True)
         raw = await ctx.backends.redis.get(key)
-        return datetime.fromisoformat(raw.decode()) if raw else now
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        return datetime.fromisoformat(text) if text else now
     except Exception:  # the dead letter matters more than this timestamp
         return now
 

@@ -23,6 +23,8 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 _local = threading.local()
+_settings: Settings | None = None
+_generation = 0  # bumped by close_all: every thread then builds fresh backends
 _all: list[tuple[asyncio.AbstractEventLoop, Backends]] = []
 _all_lock = threading.Lock()
 
@@ -37,19 +39,32 @@ def _loop() -> asyncio.AbstractEventLoop:
 
 async def _backends(settings: Settings) -> Backends:
     backends: Backends | None = getattr(_local, "backends", None)
-    if backends is None:
+    if backends is None or getattr(_local, "generation", -1) != _generation:
         backends = await build_backends(settings)
         _local.backends = backends
+        _local.generation = _generation
         with _all_lock:
             _all.append((_loop(), backends))
     return backends
 
 
-def run(fn: Callable[[Backends], Awaitable[T]], settings: Settings | None = None) -> T:
+def configure(settings: Settings | None) -> None:
+    """Use these settings instead of the environment's (tests, embedded runs)."""
+    global _settings, _generation
+    _settings = settings
+    _generation += 1
+
+
+def current_settings() -> Settings:
+    """The settings tasks run with."""
+    return _settings or get_settings()
+
+
+def run(fn: Callable[[Backends], Awaitable[T]]) -> T:
     """Run `fn(backends)` on this thread's loop and return its result."""
 
     async def main() -> T:
-        return await fn(await _backends(settings or get_settings()))
+        return await fn(await _backends(current_settings()))
 
     return _loop().run_until_complete(main())
 
@@ -61,9 +76,11 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
 
 def close_all() -> None:
     """Close every thread's backends (worker shutdown); best effort."""
+    global _generation
     with _all_lock:
         items = list(_all)
         _all.clear()
+        _generation += 1
     for loop, backends in items:
         if loop.is_closed() or loop.is_running():
             continue

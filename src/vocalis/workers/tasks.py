@@ -1,0 +1,28 @@
+"""Maintenance tasks run by beat (routed to the `maintenance` queue)."""
+
+from __future__ import annotations
+
+from vocalis.webhooks.dispatch import prune_history
+from vocalis.workers import maintenance
+from vocalis.workers.base import TaskContext, vocalis_task
+
+
+@vocalis_task("vocalis.maintenance.retention")
+async def retention(ctx: TaskContext) -> dict[str, int]:
+    """Delete data older than each organisation's retention; prune old webhook history."""
+    report = await maintenance.apply_retention(ctx.backends)
+    events = await prune_history(ctx.backends)
+    letters = await maintenance.prune_dead_letters(ctx.backends)
+    return {
+        "conversations": report.conversations,
+        "messages": report.messages,
+        "recordings": report.recordings,
+        "webhook_events": events,
+        "dead_letters": letters,
+    }
+
+
+@vocalis_task("vocalis.maintenance.sweep_stuck_documents")
+async def sweep_stuck_documents(ctx: TaskContext) -> int:
+    """Hand documents stuck in `processing` to the registered sweepers."""
+    return await maintenance.sweep_stuck_documents(ctx.backends)

@@ -1,0 +1,187 @@
+"""The outbox records events with the state change; dispatch fans them out to subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import select, update
+
+from tests.api.conftest import Api
+from tests.webhooks.harness import eventually
+from vocalis.core.errors import ValidationFailed
+from vocalis.events.models import OutboxEvent
+from vocalis.events.outbox import UnknownEventType, record_event
+from vocalis.webhooks import dispatch
+from vocalis.webhooks.events import EVENTS
+from vocalis.webhooks.models import WebhookDelivery
+
+ENDED = {
+    "conversation_id": "cnv_1",
+    "agent_id": "agt_1",
+    "ended_at": "2026-01-01T12:00:00Z",
+    "reason": "user_ended",
+    "message_count": 4,
+}
+
+
+async def _endpoint(api: Api, headers: dict[str, str], **body: Any) -> str:
+    created = await api.client.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/h", **body}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def _queued_tasks(api: Api, queue: str) -> list[dict[str, Any]]:
+    client = aioredis.Redis.from_url(api.settings.redis_url)
+    try:
+        raw = await client.lrange(queue, 0, -1)
+    finally:
+        await client.aclose()
+    return [json.loads(item) for item in raw]
+
+
+def test_the_registry_names_every_event_with_a_data_schema() -> None:
+    assert set(EVENTS) == {
+        "conversation.started",
+        "conversation.ended",
+        "conversation.analyzed",
+        "document.ready",
+        "document.failed",
+        "handoff.requested",
+        "webhook.test",
+    }
+    for spec in EVENTS.values():
+        schema = spec.schema()
+        assert schema["type"] == "object" and schema["properties"], spec.name
+
+
+async def test_an_event_commits_with_the_transaction(sqlite_wh_api: Api) -> None:
+    tenant = await sqlite_wh_api.tenant()
+    async with sqlite_wh_api.backends.database.session() as session:
+        event = await record_event(
+            session=session, org_id=tenant.org_id, type="conversation.ended", data=ENDED
+        )
+    async with sqlite_wh_api.backends.database.session() as session:
+        stored = await session.get(OutboxEvent, event.id)
+    assert stored is not None
+    assert stored.data["conversation_id"] == "cnv_1"
+    assert stored.data["ended_at"] == "2026-01-01T12:00:00Z"
+
+
+async def test_an_event_rolls_back_with_the_transaction_and_is_never_published(
+    sqlite_wh_api: Api,
+) -> None:
+    tenant = await sqlite_wh_api.tenant()
+    with pytest.raises(RuntimeError):
+        async with sqlite_wh_api.backends.database.session() as session:
+            event = await record_event(
+                session=session, org_id=tenant.org_id, type="conversation.ended", data=ENDED
+            )
+            raise RuntimeError("the state change failed")
+    async with sqlite_wh_api.backends.database.session() as session:
+        assert await session.get(OutboxEvent, event.id) is None
+    await asyncio.sleep(0.3)
+    assert await _queued_tasks(sqlite_wh_api, "webhooks") == []
+
+
+async def test_a_committed_event_is_published_for_dispatch_right_away(sqlite_wh_api: Api) -> None:
+    tenant = await sqlite_wh_api.tenant()
+    async with sqlite_wh_api.backends.database.session() as session:
+        event = await record_event(
+            session=session, org_id=tenant.org_id, type="conversation.ended", data=ENDED
+        )
+    messages = await eventually(
+        lambda: _queued_tasks(sqlite_wh_api, "webhooks"), bool, timeout=5, what="the message"
+    )
+    [message] = messages
+    assert message["headers"]["task"] == "vocalis.webhooks.dispatch_event"
+    assert message["headers"]["argsrepr"] == repr([event.id])
+
+
+async def test_unknown_event_types_and_invalid_data_are_refused(sqlite_wh_api: Api) -> None:
+    async with sqlite_wh_api.backends.database.session() as session:
+        with pytest.raises(UnknownEventType):
+            await record_event(session=session, org_id="org_x", type="conversation.exploded", data={})
+        with pytest.raises(ValidationFailed):
+            await record_event(
+                session=session,
+                org_id="org_x",
+                type="conversation.ended",
+                data={**ENDED, "message_count": -1},
+            )
+
+
+async def test_dispatch_creates_one_delivery_per_subscribed_enabled_endpoint(wh_api: Api) -> None:
+    tenant = await wh_api.tenant()
+    other = await wh_api.tenant("Other")
+    every = await _endpoint(wh_api, tenant.headers)
+    ended_only = await _endpoint(wh_api, tenant.headers, event_types=["conversation.ended"])
+    await _endpoint(wh_api, tenant.headers, event_types=["document.ready"])
+    await _endpoint(wh_api, tenant.headers, enabled=False)
+    await _endpoint(wh_api, other.headers)  # another organisation's
+    async with wh_api.backends.database.session() as session:
+        event = await record_event(
+            session=session, org_id=tenant.org_id, type="conversation.ended", data=ENDED
+        )
+    await dispatch.dispatch_event(wh_api.backends, event.id)
+    async with wh_api.backends.database.session() as session:
+        deliveries = (
+            await session.scalars(select(WebhookDelivery).where(WebhookDelivery.event_id == event.id))
+        ).all()
+        stored = await session.get(OutboxEvent, event.id)
+    assert {d.endpoint_id for d in deliveries} == {every, ended_only}
+    assert stored is not None and stored.dispatched_at is not None
+
+
+async def test_dispatching_an_event_twice_creates_nothing_more(wh_api: Api) -> None:
+    tenant = await wh_api.tenant()
+    await _endpoint(wh_api, tenant.headers)
+    async with wh_api.backends.database.session() as session:
+        event = await record_event(
+            session=session, org_id=tenant.org_id, type="conversation.ended", data=ENDED
+        )
+    first, second = await asyncio.gather(
+        dispatch.dispatch_event(wh_api.backends, event.id),
+        dispatch.dispatch_event(wh_api.backends, event.id),
+    )
+    assert len(first) + len(second) == 1
+
+
+async def test_a_test_event_goes_only_to_its_endpoint(sqlite_wh_api: Api) -> None:
+    tenant = await sqlite_wh_api.tenant()
+    target = await _endpoint(sqlite_wh_api, tenant.headers)
+    await _endpoint(sqlite_wh_api, tenant.headers)
+    sent = await sqlite_wh_api.client.post(f"/v1/webhooks/{target}/test", headers=tenant.headers)
+    assert sent.status_code == 202
+    ids = await dispatch.dispatch_event(sqlite_wh_api.backends, sent.json()["id"])
+    async with sqlite_wh_api.backends.database.session() as session:
+        [delivery] = [await session.get(WebhookDelivery, i) for i in ids]
+    assert delivery is not None and delivery.endpoint_id == target
+
+
+async def test_the_sweep_dispatches_stranded_events_and_requeues_lost_deliveries(
+    sqlite_wh_api: Api,
+) -> None:
+    tenant = await sqlite_wh_api.tenant()
+    await _endpoint(sqlite_wh_api, tenant.headers)
+    async with sqlite_wh_api.backends.database.session() as session:
+        event = await record_event(
+            session=session, org_id=tenant.org_id, type="conversation.ended", data=ENDED
+        )
+        event.created_at = datetime.now(UTC) - timedelta(minutes=1)  # its publish was lost
+    report = await dispatch.sweep(sqlite_wh_api.backends)
+    assert report.events_dispatched == 1
+    assert report.deliveries_enqueued == 0  # just enqueued by the dispatch itself
+    async with sqlite_wh_api.backends.database.session() as session:
+        await session.execute(
+            update(WebhookDelivery).values(enqueued_at=datetime.now(UTC) - timedelta(hours=1))
+        )
+    again = await dispatch.sweep(sqlite_wh_api.backends)
+    assert again.events_dispatched == 0
+    assert again.deliveries_enqueued == 1
