@@ -33,7 +33,7 @@ from vocalis.ports.llm import (
     estimate_prompt_tokens,
     estimate_tokens,
 )
-from vocalis.ports.secrets import SecretProvider
+from vocalis.ports.secrets import SecretNotFound, SecretProvider
 
 NO_KEY = "sk-no-key-required"  # the SDK insists on a key; keyless servers ignore it
 
@@ -79,7 +79,13 @@ class OpenAIChatModel:
 
     async def _api_key(self) -> str:
         if self.config.api_key_secret and self._secrets is not None:
-            return await self._secrets.get(self.config.api_key_secret)
+            try:
+                return await self._secrets.get(self.config.api_key_secret)
+            except SecretNotFound as exc:
+                # A misconfigured agent, not an outage: say which secret is missing.
+                raise ProviderBadRequest(
+                    f"The API key secret {self.config.api_key_secret!r} is not configured."
+                ) from exc
         return NO_KEY
 
     async def complete(

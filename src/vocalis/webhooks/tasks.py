@@ -25,6 +25,7 @@ async def _delivery_org(backends: Backends, args: tuple[Any, ...], _: dict[str, 
     org_of=_delivery_org,
     idempotency_note="only an open delivery is sent, by one holder of its Redis lease; "
     "receivers deduplicate on `webhook-id`",
+    retry_note="failed HTTP attempts follow `VOCALIS_WEBHOOK_RETRY_SCHEDULE`, then dead-letter",
 )
 async def deliver(ctx: TaskContext, delivery_id: str) -> str:
     """Make the next attempt of a webhook delivery (signed POST, recorded)."""

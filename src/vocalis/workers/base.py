@@ -56,6 +56,7 @@ class TaskSpec:
     summary: str
     policy: Callable[[Settings], RetryPolicy]
     idempotency: str
+    retry_note: str = ""
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -87,6 +88,7 @@ def vocalis_task(
     idempotency_key: KeyFn | None = None,
     org_of: OrgFn = _org_from_kwargs,
     idempotency_note: str = "",
+    retry_note: str = "",
 ) -> Callable[[TaskBody], Task]:
     """Register an async `fn(ctx, *args, **kwargs)` as the Celery task `name`."""
 
@@ -97,7 +99,7 @@ def vocalis_task(
             if idempotency_key
             else "safe to repeat"
         )
-        TASKS[name] = TaskSpec(name, summary, policy, note)
+        TASKS[name] = TaskSpec(name, summary, policy, note, retry_note)
 
         def run_task(self: Task, *args: Any, **kwargs: Any) -> Any:
             request = self.request
