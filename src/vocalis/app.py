@@ -26,6 +26,7 @@ ROUTERS = (
     "vocalis.conversations.api",
     "vocalis.openai_compat.api",
     "vocalis.realtime.api",
+    "vocalis.web.api",
 )
 
 
