@@ -17,7 +17,7 @@ from vocalis.core.ratelimit import RateLimiter
 from vocalis.core.tracing import configure_tracing
 from vocalis.flags.service import configure_flags
 from vocalis.settings import Settings, get_settings
-from vocalis.workers.publish import configure as configure_publishing
+from vocalis.workers.lifecycle import api_background
 
 ROUTERS = (
     "vocalis.health.api",
@@ -26,6 +26,8 @@ ROUTERS = (
     "vocalis.conversations.api",
     "vocalis.openai_compat.api",
     "vocalis.realtime.api",
+    "vocalis.webhooks.api",
+    "vocalis.admin.api",
     "vocalis.web.api",
 )
 
@@ -40,7 +42,6 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = backends is None
-        configure_publishing(settings)
         app.state.backends = backends or await build_backends(settings)
         app.state.rate_limiter = RateLimiter(
             app.state.backends.redis,
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
             burst=settings.rate_limit_burst,
         )
         try:
-            yield
+            async with api_background(app.state.backends):
+                yield
         finally:
             if owned:
                 await app.state.backends.close()

@@ -277,7 +277,23 @@ def realtime_events() -> str:
     return reference_markdown()
 
 
+def webhook_events() -> str:
+    """Every webhook event type with its payload schema."""
+    from vocalis.webhooks.docs import webhook_events as generate_webhook_events
+
+    return generate_webhook_events()
+
+
+def celery_reference() -> str:
+    """Celery tasks, queues, routing, retry and dead-letter rules."""
+    from vocalis.workers.docs import celery_reference as generate_celery_reference
+
+    return generate_celery_reference()
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
+    "webhook-events.md": webhook_events,
+    "workers.md": celery_reference,
     "realtime.md": realtime_events,
     "environment.md": environment_variables,
     "errors.md": error_codes,
@@ -302,8 +318,24 @@ def register(filename: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
     return wrap
 
 
+_SKIP_MODULES = ("vocalis.__main__",)
+
+
+def load_every_module() -> None:
+    """Import every module of the package, so every registry is complete whatever ran before."""
+    import importlib
+    import pkgutil
+
+    import vocalis
+
+    for info in pkgutil.walk_packages(vocalis.__path__, "vocalis."):
+        if info.name not in _SKIP_MODULES:
+            importlib.import_module(info.name)
+
+
 def generate(root: Path, *, check: bool = False) -> list[Path]:
     """Write (or, with `check`, compare) every generated file; returns those that changed."""
+    load_every_module()
     reference = root / "reference"
     changed = []
     for filename, generator in GENERATORS.items():

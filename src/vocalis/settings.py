@@ -230,12 +230,6 @@ class Settings(BaseSettings):
         "stuck-document sweeper.",
         "3600",
     )
-    analysis_model: str = setting(
-        "",
-        "Model id used for post-conversation analysis; empty = the agent's own model, "
-        "and the heuristic analyser when no model is configured.",
-        "gpt-4o-mini",
-    )
 
     # --- derived helpers ---------------------------------------------------------------
     @property

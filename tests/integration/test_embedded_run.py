@@ -26,11 +26,18 @@ class Server:
 
     def __init__(self, data_dir: Path, port: int) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOCALIS_")}
-        env.update(VOCALIS_DATA_DIR=str(data_dir), VOCALIS_PORT=str(port), VOCALIS_LOG_LEVEL="WARNING")
+        env.update(
+            VOCALIS_DATA_DIR=str(data_dir), VOCALIS_PORT=str(port), VOCALIS_LOG_LEVEL="WARNING"
+        )
         self.log = data_dir.parent / f"run-{port}-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vocalis", "run"], env=env, cwd=data_dir.parent,
-            stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True, start_new_session=True,
+            [sys.executable, "-m", "vocalis", "run"],
+            env=env,
+            cwd=data_dir.parent,
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("w"),
+            text=True,
+            start_new_session=True,
         )
         self.base = f"http://127.0.0.1:{port}"
 
@@ -106,7 +113,9 @@ def test_run_serves_with_no_external_service_and_keeps_data(data_dir: Path) -> N
     try:
         assert second.key_line() == key  # reused, not recreated
         second.wait_ready()
-        names = [k["name"] for k in httpx.get(f"{second.base}/v1/api-keys", headers=auth).json()["data"]]
+        names = [
+            k["name"] for k in httpx.get(f"{second.base}/v1/api-keys", headers=auth).json()["data"]
+        ]
         assert "kept" in names
         assert httpx.get(f"{second.base}/v1/org", headers=auth).json()["id"] == org.json()["id"]
     finally:

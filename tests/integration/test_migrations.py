@@ -26,7 +26,11 @@ async def _tables(url: str) -> set[str]:
 async def test_upgrade_creates_every_table_and_downgrade_removes_them(
     backend: str, tmp_path: Path
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/m.db" if backend == "sqlite" else await asyncio.to_thread(create_pg_database)
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path}/m.db"
+        if backend == "sqlite"
+        else await asyncio.to_thread(create_pg_database)
+    )
     try:
         await asyncio.to_thread(upgrade, url)
         assert await _tables(url) == set(load_all().metadata.tables)

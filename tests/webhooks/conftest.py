@@ -13,7 +13,7 @@ from tests.api.conftest import Api, Tenant
 from tests.fixtures.celery_worker import CeleryWorker
 from tests.fixtures.redis_server import RedisServer, free_port
 from tests.fixtures.services import create_pg_database, drop_pg_database
-from tests.webhooks.harness import start_app, fast_settings, worker_env
+from tests.webhooks.harness import fast_settings, start_app, worker_env
 from tests.webhooks.receiver import Receiver, running_receiver
 
 

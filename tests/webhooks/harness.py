@@ -25,9 +25,7 @@ T = TypeVar("T")
 OWN_ROUTERS = ("vocalis.webhooks.api", "vocalis.admin.api")
 
 
-def fast_settings(
-    data_dir: Path, database_url: str, redis_url: str, **overrides: Any
-) -> Settings:
+def fast_settings(data_dir: Path, database_url: str, redis_url: str, **overrides: Any) -> Settings:
     """Settings with the schedules shrunk so the suite stays fast."""
     values: dict[str, Any] = {
         "env": "test",

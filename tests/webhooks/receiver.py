@@ -119,13 +119,14 @@ class Receiver:
     def _record(self, path: str, headers: dict[str, str], body: bytes) -> Received:
         secret = self._secrets.get(path)
         verified, error = False, "no secret registered for this path"
+        error_or_none: str | None = error
         if secret is not None:
             try:
                 Webhook(secret).verify(body, headers)
-                verified, error = True, None
+                verified, error_or_none = True, None
             except WebhookVerificationError as exc:
-                error = str(exc)
-        return Received(path, headers, body, verified, error, 0)
+                error_or_none = str(exc)
+        return Received(path, headers, body, verified, error_or_none, 0)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self

@@ -79,7 +79,9 @@ async def test_an_attempt_left_in_progress_by_a_dead_worker_is_marked_interrupte
         assert delivery is not None
         delivery.attempts = 1
         session.add(
-            WebhookAttempt(org_id=delivery.org_id, delivery_id=delivery_id, number=1, task_id="dead")
+            WebhookAttempt(
+                org_id=delivery.org_id, delivery_id=delivery_id, number=1, task_id="dead"
+            )
         )
     await attempt_delivery(sqlite_wh_api.backends, delivery_id, "task-2")
     _, attempts = await _state(sqlite_wh_api, delivery_id)

@@ -118,6 +118,8 @@ async def test_an_always_failing_receiver_produces_a_dead_letter_and_a_replay_de
     [letter] = await eventually(letters, bool, what="the dead letter")
     assert letter["org_id"] == tenant.org_id
     assert letter["transient"] is False
+    assert letter["attempts"] == 3
+    assert letter["first_failed_at"] < letter["last_failed_at"]
     assert "503" in letter["error"]
     metrics = (await httpx.AsyncClient().get(stack.metrics_url)).text
     assert _metric(metrics, "vocalis_dead_letters_total", task="vocalis.webhooks.deliver") >= 1
@@ -153,7 +155,87 @@ async def test_worker_metrics_count_tasks_by_outcome(stack: Stack) -> None:
     await _send_test(stack, tenant, endpoint["id"])
     await _settled(stack, tenant, endpoint["id"], "succeeded")
     text = (await httpx.AsyncClient().get(stack.metrics_url)).text
-    assert _metric(text, "vocalis_task_total", task="vocalis.webhooks.deliver", outcome="success") >= 1
+    assert (
+        _metric(text, "vocalis_task_total", task="vocalis.webhooks.deliver", outcome="success") >= 1
+    )
     assert "vocalis_task_duration_seconds_bucket" in text
     assert 'vocalis_queue_depth{queue="webhooks"}' in text
     assert _metric(text, "vocalis_webhook_delivery_attempts_total", outcome="success") >= 1
+
+
+async def test_an_ended_conversation_is_analysed_and_conversation_analyzed_is_delivered(
+    stack: Stack,
+) -> None:
+    tenant = await stack.tenant("Analysed")
+    client, headers = stack.api.client, tenant.headers
+    endpoint = await _endpoint(stack, tenant, "/analyzed", event_types=["conversation.analyzed"])
+    agent = await client.post(
+        "/v1/agents",
+        json={
+            "name": "Support",
+            "instructions": "Help with routers and modems.",
+            "knowledge_base_ids": [],
+            "analysis_plan": {
+                "structured_data_schema": {
+                    "type": "object",
+                    "properties": {"product": {"type": "string", "enum": ["router", "modem"]}},
+                }
+            },
+        },
+        headers=headers,
+    )
+    assert agent.status_code == 201, agent.text
+    conversation = await client.post(
+        f"/v1/agents/{agent.json()['id']}/conversations", headers=headers
+    )
+    assert conversation.status_code == 201, conversation.text
+    conversation_id = conversation.json()["id"]
+    said = await client.post(
+        f"/v1/conversations/{conversation_id}/messages",
+        json={"content": "My modem keeps dropping the line, thanks for helping", "stream": False},
+        headers=headers,
+    )
+    assert said.status_code == 200, said.text
+    ended = await client.post(f"/v1/conversations/{conversation_id}/end", headers=headers)
+    assert ended.status_code == 200, ended.text
+
+    await eventually(
+        lambda: asyncio.sleep(0, stack.receiver.requests("/analyzed")),
+        bool,
+        timeout=60,
+        what="the conversation.analyzed webhook",
+    )
+    [request] = stack.receiver.requests("/analyzed")
+    assert request.verified, request.verify_error
+    payload = request.payload
+    assert payload["type"] == "conversation.analyzed"
+    data = payload["data"]
+    assert data["conversation_id"] == conversation_id
+    assert data["outcome"] in ("resolved", "escalated", "abandoned")
+    assert data["sentiment"] == "positive"
+    assert data["method"] == "heuristic"  # the agent has no model configured
+    assert data["fields"] == {"product": "modem"}
+    stored = await stack.api.backends.documents.get("conversations", tenant.org_id, conversation_id)
+    assert stored is not None and stored["analysis"]["summary"] == data["summary"]
+    await _settled(stack, tenant, endpoint["id"], "succeeded")
+
+
+async def test_replaying_a_delivery_sends_it_again_with_the_same_webhook_id(stack: Stack) -> None:
+    tenant = await stack.tenant("Replayed")
+    endpoint = await _endpoint(stack, tenant, "/replayed")
+    event_id = await _send_test(stack, tenant, endpoint["id"])
+    delivery = await _settled(stack, tenant, endpoint["id"], "succeeded")
+    replayed = await stack.api.client.post(
+        f"/v1/webhooks/{endpoint['id']}/deliveries/{delivery['id']}/replay",
+        headers=tenant.headers,
+    )
+    assert replayed.status_code == 202, replayed.text
+    assert replayed.json()["status"] == "pending"
+    await eventually(
+        lambda: asyncio.sleep(0, stack.receiver.requests("/replayed")),
+        lambda requests: len(requests) == 2,
+        what="the replayed request",
+    )
+    assert [r.msg_id for r in stack.receiver.requests("/replayed")] == [event_id, event_id]
+    again = await _settled(stack, tenant, endpoint["id"], "succeeded")
+    assert len(again["attempts"]) == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from tests.api.conftest import Api
-from tests.webhooks.harness import start_app, fast_settings
+from tests.webhooks.harness import fast_settings, start_app
 from vocalis.core.scopes import Role
 from vocalis.webhooks.models import WebhookEndpoint
 from vocalis.webhooks.secret_box import key_file
@@ -40,7 +40,9 @@ async def test_the_secret_is_stored_encrypted(wh_api: Api) -> None:
         await wh_api.client.post("/v1/webhooks", json={"url": HOOK}, headers=tenant.headers)
     ).json()
     async with wh_api.backends.database.session() as session:
-        row = await session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.id == created["id"]))
+        row = await session.scalar(
+            select(WebhookEndpoint).where(WebhookEndpoint.id == created["id"])
+        )
     assert row is not None
     assert created["secret"] not in row.secret_encrypted
     assert created["secret"][len("whsec_") :] not in row.secret_encrypted
@@ -84,9 +86,7 @@ async def test_private_addresses_are_refused_unless_allow_listed(
 
 async def test_an_allow_listed_private_address_is_accepted(wh_api: Api) -> None:
     tenant = await wh_api.tenant()
-    response = await wh_api.client.post(
-        "/v1/webhooks", json={"url": HOOK}, headers=tenant.headers
-    )
+    response = await wh_api.client.post("/v1/webhooks", json={"url": HOOK}, headers=tenant.headers)
     assert response.status_code == 201
 
 
@@ -133,8 +133,8 @@ async def test_another_organisations_endpoint_is_not_found(wh_api: Api) -> None:
         ("GET", f"/v1/webhooks/{created['id']}/deliveries"),
         ("POST", f"/v1/webhooks/{created['id']}/test"),
     ):
-        kwargs = {"json": {}} if method == "PATCH" else {}
-        response = await wh_api.client.request(method, path, headers=other.headers, **kwargs)
+        body: dict[str, str] | None = {} if method == "PATCH" else None
+        response = await wh_api.client.request(method, path, headers=other.headers, json=body)
         assert response.status_code == 404, (method, path)
     listed = (await wh_api.client.get("/v1/webhooks", headers=other.headers)).json()
     assert listed["data"] == []

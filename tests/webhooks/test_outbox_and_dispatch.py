@@ -107,7 +107,9 @@ async def test_a_committed_event_is_published_for_dispatch_right_away(sqlite_wh_
 async def test_unknown_event_types_and_invalid_data_are_refused(sqlite_wh_api: Api) -> None:
     async with sqlite_wh_api.backends.database.session() as session:
         with pytest.raises(UnknownEventType):
-            await record_event(session=session, org_id="org_x", type="conversation.exploded", data={})
+            await record_event(
+                session=session, org_id="org_x", type="conversation.exploded", data={}
+            )
         with pytest.raises(ValidationFailed):
             await record_event(
                 session=session,
@@ -132,7 +134,9 @@ async def test_dispatch_creates_one_delivery_per_subscribed_enabled_endpoint(wh_
     await dispatch.dispatch_event(wh_api.backends, event.id)
     async with wh_api.backends.database.session() as session:
         deliveries = (
-            await session.scalars(select(WebhookDelivery).where(WebhookDelivery.event_id == event.id))
+            await session.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.event_id == event.id)
+            )
         ).all()
         stored = await session.get(OutboxEvent, event.id)
     assert {d.endpoint_id for d in deliveries} == {every, ended_only}

@@ -48,8 +48,8 @@ async def test_keys_without_the_admin_scope_are_refused(admin_api: Api) -> None:
             ("GET", "/v1/admin/flags"),
             ("PUT", "/v1/admin/flags/api.rate_limiting"),
         ):
-            kwargs = {"json": {"value": False}} if method == "PUT" else {}
-            response = await admin_api.client.request(method, path, headers=key.headers, **kwargs)
+            body = {"value": False} if method == "PUT" else None
+            response = await admin_api.client.request(method, path, headers=key.headers, json=body)
             assert response.status_code == 403, (role, method, path)
             assert response.json()["code"] == "forbidden_scope"
 
@@ -104,7 +104,9 @@ async def test_replay_enqueues_the_task_with_its_arguments(admin_api: Api) -> No
 async def test_a_dead_letter_with_redacted_arguments_cannot_be_replayed(admin_api: Api) -> None:
     owner = await _admin(admin_api)
     letter_id = await _letter(admin_api, owner.org_id, kwargs={"password": "hunter2"})
-    listed = await admin_api.client.get(f"/v1/admin/dead-letters/{letter_id}", headers=owner.headers)
+    listed = await admin_api.client.get(
+        f"/v1/admin/dead-letters/{letter_id}", headers=owner.headers
+    )
     assert listed.json()["kwargs"] == {"password": "[SECRET]"}
     refused = await admin_api.client.post(
         f"/v1/admin/dead-letters/{letter_id}/replay", headers=owner.headers

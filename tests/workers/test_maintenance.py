@@ -6,13 +6,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select, update
 
 from tests.api.conftest import Api
 from vocalis.core import object_keys
 from vocalis.core.backends import Backends
+from vocalis.events.models import OutboxEvent
+from vocalis.events.outbox import record_event
 from vocalis.orgs import service as orgs
-from vocalis.webhooks import delivery
-from vocalis.webhooks.models import WebhookEndpoint
+from vocalis.webhooks import delivery, dispatch
+from vocalis.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from vocalis.workers import maintenance
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -29,7 +32,11 @@ async def _conversation(api: Api, org_id: str, conversation_id: str, age_days: i
     await documents.insert(
         "messages",
         org_id,
-        {"_id": f"msg_{conversation_id}", "conversation_id": conversation_id, "created_at": created},
+        {
+            "_id": f"msg_{conversation_id}",
+            "conversation_id": conversation_id,
+            "created_at": created,
+        },
     )
     key = object_keys.recording(org_id, conversation_id, 0, "user")
     await api.backends.objects.put(key, b"RIFF....", content_type="audio/wav")
@@ -106,3 +113,37 @@ async def test_the_beat_job_disables_endpoints_past_the_failure_limit(admin_api:
     fetched = await admin_api.client.get(f"/v1/webhooks/{endpoint_id}", headers=tenant.headers)
     assert fetched.json()["enabled"] is False
     assert f"{limit} consecutive" in fetched.json()["disabled_reason"]
+
+
+async def test_old_webhook_history_is_pruned_unless_a_delivery_is_still_open(
+    admin_api: Api,
+) -> None:
+    tenant = await admin_api.tenant()
+    await admin_api.client.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/h"}, headers=tenant.headers
+    )
+    ids = []
+    for _ in range(2):
+        async with admin_api.backends.database.session() as session:
+            event = await record_event(
+                session=session,
+                org_id=tenant.org_id,
+                type="webhook.test",
+                data={"endpoint_id": "whe_x"},
+            )
+        await dispatch.dispatch_event(admin_api.backends, event.id)
+        ids.append(event.id)
+    done, still_open = ids
+    async with admin_api.backends.database.session() as session:
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.event_id == done)
+            .values(status=DeliveryStatus.SUCCEEDED)
+        )
+    later = datetime.now(UTC) + timedelta(days=admin_api.settings.webhook_history_days + 1)
+    assert await dispatch.prune_history(admin_api.backends, now=later) == 1
+    async with admin_api.backends.database.session() as session:
+        left = (await session.scalars(select(OutboxEvent.id))).all()
+        deliveries = (await session.scalars(select(WebhookDelivery.event_id))).all()
+    assert list(left) == [still_open]
+    assert list(deliveries) == [still_open]  # the pruned event's deliveries went with it

@@ -73,7 +73,9 @@ class StoredDocument(Base):
         UniqueConstraint("collection", "id"),
         # The primary key already serves (collection, org_id) lookups; this one serves the
         # default order (insertion time) of finds within one organisation's collection.
-        Index("ix_json_documents_collection_org_id_created_at", "collection", "org_id", "created_at"),
+        Index(
+            "ix_json_documents_collection_org_id_created_at", "collection", "org_id", "created_at"
+        ),
     )
 
 

@@ -156,6 +156,11 @@ class Conversation(BaseModel):
     )
     metadata: dict[str, str] = Field(default_factory=dict)
     messages: list[Message] | None = None
+    analysis: dict[str, Any] | None = Field(
+        default=None,
+        description="Post-conversation analysis once done: summary, outcome, sentiment, "
+        "fields (from the agent's analysis plan), method, model, analyzed_at.",
+    )
 
     @classmethod
     def of(cls, doc: Document, messages: list[Document] | None = None) -> Conversation:

@@ -91,7 +91,9 @@ class RequestContextMiddleware:
                 # The framework turned our overflow into its own error; answer 413 instead.
                 response_started = True
                 status = 413
-                problem = self._problem(scope, errors.PAYLOAD_TOO_LARGE, f"Body exceeds {limit} bytes.")
+                problem = self._problem(
+                    scope, errors.PAYLOAD_TOO_LARGE, f"Body exceeds {limit} bytes."
+                )
                 await problem(scope, receive, send_wrapper_raw)
                 return
             if too_large:

@@ -15,6 +15,7 @@ dispatches the event later.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -46,8 +47,13 @@ async def record_event(
     type: str,
     data: dict[str, Any],
     endpoint_id: str | None = None,
+    idempotency_key: str | None = None,
 ) -> OutboxEvent:
-    """Add an event to the outbox in the session's transaction; dispatched after commit."""
+    """Add an event to the outbox in the session's transaction; dispatched after commit.
+
+    With an `idempotency_key` the event id is derived from it, so recording the same
+    event twice (a retried task) returns the first one instead of a duplicate.
+    """
     spec = EVENTS.get(type)
     if spec is None:
         raise UnknownEventType(f"unknown event type {type!r}; known: {', '.join(EVENTS)}")
@@ -55,6 +61,11 @@ async def record_event(
         payload = spec.validate(data)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise ValidationFailed(f"Event {type} data is invalid: {exc}") from exc
+    event_id = _event_id(org_id, type, idempotency_key) if idempotency_key else None
+    if event_id is not None:
+        existing = await session.get(OutboxEvent, event_id)
+        if existing is not None:
+            return existing
     row = OutboxEvent(
         org_id=org_id,
         type=type,
@@ -63,11 +74,18 @@ async def record_event(
         target_endpoint_id=endpoint_id,
         created_at=utcnow(),
     )
+    if event_id is not None:
+        row.id = event_id
     session.add(row)
     await session.flush()
     OUTBOX_EVENTS.labels(type=type).inc()
     _dispatch_after_commit(session, row.id)
     return row
+
+
+def _event_id(org_id: str, type: str, key: str) -> str:
+    digest = hashlib.sha256(f"{org_id}|{type}|{key}".encode()).hexdigest()
+    return f"evt_{digest[:32]}"
 
 
 def _dispatch_after_commit(session: AsyncSession, event_id: str) -> None:

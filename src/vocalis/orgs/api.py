@@ -15,7 +15,9 @@ from vocalis.orgs import service
 from vocalis.orgs.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, OrgOut, OrgUpdate
 
 router = APIRouter(prefix="/v1", tags=["organisation"])
-_404: dict[int | str, dict[str, Any]] = {404: {"description": "Not found (or another organisation's)."}}
+_404: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Not found (or another organisation's)."}
+}
 
 
 @router.get("/org", response_model=OrgOut, summary="The caller's organisation")

@@ -212,4 +212,5 @@ async def replay_delivery(
         endpoint_id=webhook_id,
         delivery_id=delivery_id,
     )
-    return _delivery_out(delivery, [])
+    attempts = await service.attempts_of(session=session, delivery_id=delivery.id)
+    return _delivery_out(delivery, attempts)

@@ -20,12 +20,12 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import structlog
 from opentelemetry import propagate, trace
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vocalis import __version__
@@ -75,6 +75,8 @@ class AttemptReport:
     next: Next
     wait_s: float = 0.0
     reason: str = ""
+    attempts: int = 0
+    first_failed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,18 @@ async def _record(
                 why += " (endpoint disabled)"
             elif not result.permanent:
                 why += f" (after {delivery.retries_in_run + 1} attempts)"
-            return AttemptReport(Next.DEAD, reason=why)
+            first_failed = await session.scalar(
+                select(func.min(WebhookAttempt.started_at)).where(
+                    WebhookAttempt.delivery_id == delivery_id,
+                    WebhookAttempt.status != AttemptStatus.SUCCEEDED,
+                )
+            )
+            return AttemptReport(
+                Next.DEAD,
+                reason=why,
+                attempts=delivery.attempts,
+                first_failed_at=first_failed or now,
+            )
         wait = policy.delay(delivery.retries_in_run)
         delivery.retries_in_run += 1
         delivery.status = DeliveryStatus.RETRYING

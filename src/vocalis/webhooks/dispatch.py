@@ -9,9 +9,10 @@ due but have no live queue message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import delete, or_, select, update
@@ -23,11 +24,30 @@ from vocalis.events import outbox
 from vocalis.events.models import OutboxEvent
 from vocalis.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from vocalis.workers import publish
+from vocalis.workers.retry import TransientError
 
 log = structlog.get_logger(__name__)
 
 DELIVER_TASK = "vocalis.webhooks.deliver"
 SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A task the platform itself runs for every event of a type."""
+
+    task: str
+    kwargs: Callable[[OutboxEvent], dict[str, Any]]
+
+
+def _conversation(event: OutboxEvent) -> dict[str, Any]:
+    return {"org_id": event.org_id, "conversation_id": str(event.data["conversation_id"])}
+
+
+# Internal consumers ride on the outbox too, so they survive a broker outage like webhooks.
+EVENT_CONSUMERS: dict[str, tuple[Consumer, ...]] = {
+    "conversation.ended": (Consumer("vocalis.conversations.analysis.analyze", _conversation),),
+}
 
 
 @dataclass(frozen=True)
@@ -70,12 +90,24 @@ async def dispatch_event(backends: Backends, event_id: str) -> list[str]:
             session.add_all(deliveries)
             await outbox.mark_dispatched(session=session, event=event)
             ids = [d.id for d in deliveries]
+            # Before the commit: if the broker refuses, the event stays undispatched and
+            # the sweep tries again (consumers are idempotent, a repeat is harmless).
+            await _start_consumers(backends, event)
     except IntegrityError:
         # Another dispatcher created these deliveries first (SQLite has no SKIP LOCKED).
         log.info("outbox_event_already_dispatched", event_id=event_id)
         return []
     await enqueue_deliveries(backends, ids)
     return ids
+
+
+async def _start_consumers(backends: Backends, event: OutboxEvent) -> None:
+    for consumer in EVENT_CONSUMERS.get(event.type, ()):
+        sent = await publish.enqueue(
+            backends.settings, consumer.task, kwargs=consumer.kwargs(event)
+        )
+        if sent is None:
+            raise TransientError(f"could not enqueue {consumer.task} for event {event.id}")
 
 
 async def enqueue_deliveries(
@@ -111,7 +143,11 @@ async def sweep(backends: Backends) -> SweepReport:
         event_ids = [e.id for e in events]
     dispatched = 0
     for event_id in event_ids:
-        await dispatch_event(backends, event_id)
+        try:
+            await dispatch_event(backends, event_id)
+        except TransientError as exc:  # the broker went away again: next sweep
+            log.warning("outbox_sweep_interrupted", error=str(exc))
+            break
         dispatched += 1
     now = utcnow()
     stale = now - timedelta(seconds=settings.webhook_requeue_after_s)

@@ -97,7 +97,10 @@ class HandoffRequested(EventData):
     agent_id: str
     reason: str
     summary: str = ""
-    requested_at: datetime
+    last_user_message: str | None = None
+    requested_at: datetime = Field(
+        default_factory=lambda: datetime.now(UTC), description="Defaults to when it was recorded."
+    )
 
 
 class WebhookTest(EventData):

@@ -205,6 +205,16 @@ async def get_delivery(
     return delivery
 
 
+async def attempts_of(*, session: AsyncSession, delivery_id: str) -> list[WebhookAttempt]:
+    """A delivery's attempts in order."""
+    rows = await session.scalars(
+        select(WebhookAttempt)
+        .where(WebhookAttempt.delivery_id == delivery_id)
+        .order_by(WebhookAttempt.number)
+    )
+    return list(rows.all())
+
+
 def restart(delivery: WebhookDelivery) -> None:
     """Make a delivery due now, with its full retry schedule ahead of it."""
     now = utcnow()

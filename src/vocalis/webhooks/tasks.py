@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from vocalis.core.backends import Backends
@@ -12,6 +13,11 @@ from vocalis.workers.base import TaskContext, vocalis_task
 
 class DeliveryFailed(Exception):
     """A delivery failed for good (not transient: it goes to the dead-letter store)."""
+
+    def __init__(self, reason: str, attempts: int, first_failed_at: datetime | None) -> None:
+        super().__init__(reason)
+        self.attempts = attempts  # HTTP attempts, not task runs: what the dead letter shows
+        self.first_failed_at = first_failed_at
 
 
 async def _delivery_org(backends: Backends, args: tuple[Any, ...], _: dict[str, Any]) -> str | None:
@@ -33,7 +39,7 @@ async def deliver(ctx: TaskContext, delivery_id: str) -> str:
     if report.next is delivery.Next.RUN_LATER:
         await dispatch.enqueue_deliveries(ctx.backends, [delivery_id], countdown=report.wait_s)
     elif report.next is delivery.Next.DEAD:
-        raise DeliveryFailed(report.reason)
+        raise DeliveryFailed(report.reason, report.attempts, report.first_failed_at)
     return report.reason
 
 

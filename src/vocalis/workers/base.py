@@ -204,7 +204,8 @@ async def _on_failure(
         org_id=org_id,
         error=exc,
         transient=transient,
-        attempts=ctx.retries + 1,
-        first_failed_at=first,
+        # An error may know better, e.g. a webhook delivery counts its HTTP attempts.
+        attempts=int(getattr(exc, "attempts", 0) or ctx.retries + 1),
+        first_failed_at=getattr(exc, "first_failed_at", None) or first,
         last_failed_at=utcnow(),
     )

@@ -77,6 +77,7 @@ def start_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task_id is None or task is None:
         return
     parent = propagate.extract(_carrier(task.request))
+    org_id = (getattr(task.request, "kwargs", None) or {}).get("org_id")
     span = tracer("vocalis.workers").start_span(
         span_name(task.name),
         context=parent,
@@ -87,6 +88,7 @@ def start_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
             "messaging.message.id": task_id,
             "celery.task_name": task.name,
             "celery.retries": int(task.request.retries or 0),
+            **({"vocalis.org_id": str(org_id)} if org_id else {}),
         },
     )
     token = otel_context.attach(trace.set_span_in_context(span, parent))
