@@ -176,6 +176,9 @@ def _install_root_handler(handler: logging.Handler, level: str) -> None:
         routed = logging.getLogger(name)
         routed.handlers.clear()
         routed.propagate = True
+        # Servers configured earlier in the process may have raised or disabled these.
+        routed.setLevel(logging.NOTSET)
+        routed.disabled = False
 
 
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
