@@ -291,7 +291,24 @@ def celery_reference() -> str:
     return generate_celery_reference()
 
 
+def agent_graph() -> str:
+    """The agent state machine (Mermaid, drawn by LangGraph) and the built-in tools."""
+    from vocalis.agents.graph import agent_graph_mermaid
+    from vocalis.agents.tools.base import load_builtin_kinds
+
+    tools = load_builtin_kinds()
+    rows = [[f"`{k.kind}`", k.description] for k in sorted(tools.values(), key=lambda k: k.kind)]
+    return (
+        "# Agent graph\n\nOne LangGraph state machine per conversation (thread = conversation "
+        "id), checkpointed in the relational database.\n\n```mermaid\n"
+        + agent_graph_mermaid().strip()
+        + "\n```\n\n## Built-in tools\n\n"
+        + _table(["Tool", "What it does"], rows)
+    )
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
+    "agent-graph.md": agent_graph,
     "webhook-events.md": webhook_events,
     "workers.md": celery_reference,
     "realtime.md": realtime_events,
