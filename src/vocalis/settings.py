@@ -98,6 +98,64 @@ class Settings(BaseSettings):
         "vault",
     )
 
+    # --- vault (used when VOCALIS_SECRETS_BACKEND=vault; see adapters/vault_secrets.py) --
+    vault_addr: str = setting(
+        "http://127.0.0.1:8200",
+        "Address of the Vault (or OpenBao) server.",
+        "https://vault.internal:8200",
+    )
+    vault_auth_method: Literal["token", "approle", "kubernetes"] = setting(
+        "token",
+        "How Vocalis logs in to Vault: a static token, AppRole (role id + secret id) or "
+        "Kubernetes (the pod's service-account token).",
+        "kubernetes",
+    )
+    vault_token: str = setting(
+        "",
+        "Vault token for `token` auth. A bootstrap credential: prefer AppRole or "
+        "Kubernetes auth in production.",
+        "hvs.CAESI…",
+        secret=True,
+    )
+    vault_role_id: str = setting(
+        "", "AppRole role id (`approle` auth).", "5f3c1d2e-8a4b-4c6d-9e0f-1a2b3c4d5e6f"
+    )
+    vault_secret_id: str = setting(
+        "",
+        "AppRole secret id (`approle` auth); deliver it response-wrapped where you can.",
+        "9a8b7c6d-…",
+        secret=True,
+    )
+    vault_k8s_role: str = setting("", "Vault role for `kubernetes` auth.", "vocalis")
+    vault_k8s_token_path: Path = setting(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        "Service-account token file sent to Vault's Kubernetes auth (re-read on every login).",
+        "/var/run/secrets/vault/token",
+    )
+    vault_auth_mount: str = setting(
+        "",
+        "Mount path of the AppRole or Kubernetes auth method; empty = its default "
+        "(`approle`, `kubernetes`).",
+        "kubernetes-prod",
+    )
+    vault_mount: str = setting("secret", "Mount path of the KV version 2 engine.", "kv")
+    vault_base_path: str = setting(
+        "vocalis",
+        "Folder under the KV mount holding Vocalis' secrets: `llm/openai_api_key` is the "
+        "key `openai_api_key` of the KV secret `<base>/llm`.",
+        "prod/vocalis",
+    )
+    vault_namespace: str = setting(
+        "", "Vault Enterprise / OpenBao namespace; empty = none.", "platform"
+    )
+    vault_cache_ttl_seconds: float = setting(
+        30.0,
+        "Seconds a secret read from Vault is cached in process; a rotated secret is "
+        "picked up within this time. 0 = no cache.",
+        "10",
+    )
+    # --- end vault ----------------------------------------------------------------------
+
     flags: dict[str, bool | int | float | str] = setting(
         {},
         "JSON object overriding feature-flag defaults for this deployment "
@@ -229,6 +287,198 @@ class Settings(BaseSettings):
         "A document still `processing` after this many seconds is handed to the "
         "stuck-document sweeper.",
         "3600",
+    )
+
+    # --- knowledge ---------------------------------------------------------------------
+    knowledge_vector_store: Literal["lancedb", "weaviate"] = setting(
+        "lancedb",
+        "Vector store for knowledge-base chunks: embedded LanceDB on disk, or Weaviate.",
+        "weaviate",
+    )
+    knowledge_lancedb_path: str = setting(
+        "",
+        "Directory of the LanceDB vector store; empty = `lancedb/` in the data dir.",
+        "/var/lib/vocalis/lancedb",
+    )
+    knowledge_weaviate_url: str = setting(
+        "",
+        "Weaviate HTTP URL (store `weaviate`); gRPC is on the same host.",
+        "http://weaviate:8080",
+    )
+    knowledge_weaviate_grpc_port: int = setting(
+        50051, "Weaviate gRPC port (queries go over gRPC).", "50051"
+    )
+    knowledge_weaviate_api_key_secret: str = setting(
+        "knowledge/weaviate_api_key",
+        "Secret-store path of the Weaviate API key; a missing secret means no authentication.",
+        "knowledge/weaviate_api_key",
+    )
+    knowledge_weaviate_collection: str = setting(
+        "VocalisChunk", "Weaviate collection holding every organisation's chunks.", "VocalisChunk"
+    )
+    knowledge_embedder: Literal["onnx", "openai"] = setting(
+        "onnx",
+        "Embedding engine: the offline all-MiniLM-L6-v2 ONNX model, or any "
+        "OpenAI-compatible `/v1/embeddings` endpoint. Changing it needs a re-index.",
+        "openai",
+    )
+    knowledge_openai_embedding_model: str = setting(
+        "text-embedding-3-small",
+        "Model name sent to the OpenAI-compatible embeddings endpoint (embedder `openai`).",
+        "nomic-embed-text",
+    )
+    knowledge_openai_embedding_dimensions: int = setting(
+        1536, "Vector size the OpenAI-compatible embedding model returns.", "768"
+    )
+    knowledge_openai_base_url: str = setting(
+        "",
+        "Base URL of the OpenAI-compatible embeddings endpoint; empty = OpenAI.",
+        "http://ollama:11434/v1",
+    )
+    knowledge_openai_api_key_secret: str = setting(
+        "knowledge/openai_api_key",
+        "Secret-store path of the API key for the embeddings endpoint.",
+        "knowledge/openai_api_key",
+    )
+    knowledge_chunk_tokens: int = setting(
+        200, "Largest chunk, in tokens of the embedding model.", "300"
+    )
+    knowledge_chunk_overlap_tokens: int = setting(
+        40, "Tokens a chunk repeats from the end of the previous one (at most half).", "50"
+    )
+    knowledge_embedding_batch_size: int = setting(
+        32, "Chunks embedded (and indexed) per batch during ingestion.", "64"
+    )
+    knowledge_embedding_cache_ttl_s: int = setting(
+        2_592_000, "Seconds an embedding stays cached in Redis (by model and text hash).", "604800"
+    )
+    knowledge_max_document_bytes: int = setting(
+        26_214_400,
+        "Largest document accepted for upload, in bytes (the smaller of this and "
+        "`VOCALIS_MAX_UPLOAD_BYTES` applies); enforced while the upload streams in.",
+        "104857600",
+    )
+    knowledge_max_pages: int = setting(
+        2_000, "Most pages one PDF may have to be ingested.", "5000"
+    )
+    knowledge_max_chars: int = setting(
+        5_000_000, "Most characters of text one document may yield to be ingested.", "20000000"
+    )
+    knowledge_allowed_types: str = setting(
+        "pdf,docx,html,markdown,text",
+        "Comma-separated document types accepted (detected from the content): pdf, docx, "
+        "html, markdown, text.",
+        "pdf,markdown",
+    )
+    knowledge_top_k: int = setting(
+        5, "Passages retrieved per query when the caller gives no `top_k`.", "8"
+    )
+    knowledge_hybrid_alpha: float = setting(
+        0.75,
+        "Weight of vector similarity against keyword (BM25) relevance in hybrid search: "
+        "1 = vector only, 0 = keyword only.",
+        "0.5",
+    )
+    knowledge_score_threshold: float = setting(
+        0.0,
+        "Default lowest score (0 to 1) a retrieved passage must have; 0 = no cut-off.",
+        "0.3",
+    )
+    knowledge_mmr_lambda: float = setting(
+        0.5,
+        "Relevance-versus-diversity balance of MMR re-ranking when a query asks for it "
+        "(1 = relevance only).",
+        "0.7",
+    )
+
+    # --- voice -------------------------------------------------------------------------
+    voice_stt_engine: Literal["faster-whisper", "openai"] = setting(
+        "faster-whisper",
+        "Speech-to-text engine: offline faster-whisper, or any OpenAI-compatible "
+        "`/v1/audio/transcriptions` endpoint.",
+        "openai",
+    )
+    voice_whisper_model: str = setting(
+        "tiny.en",
+        "faster-whisper model: `tiny.en` (the packaged, checksum-verified weights) or the "
+        "path of a CTranslate2 model directory holding a `SHA256SUMS` file.",
+        "/models/whisper-base.en",
+    )
+    voice_whisper_beam_size: int = setting(
+        1,
+        "Beam size of faster-whisper decoding: 1 (greedy) is fastest; 5 is slightly more "
+        "accurate and slower.",
+        "5",
+    )
+    voice_tts_engine: Literal["espeak", "piper", "openai"] = setting(
+        "espeak",
+        "Text-to-speech engine: offline espeak-ng (GPL-3.0, optional), Piper (GPL-3.0, "
+        "optional, needs its adapter and voice installed), or any OpenAI-compatible "
+        "`/v1/audio/speech` endpoint.",
+        "openai",
+    )
+    voice_default_voice: str = setting(
+        "",
+        "Voice used when an agent or request names none (or one the engine does not know); "
+        "empty = the engine's default (`en-us` for espeak-ng, `alloy` for OpenAI).",
+        "en-gb",
+    )
+    voice_openai_base_url: str = setting(
+        "",
+        "Base URL of the OpenAI-compatible audio endpoints (engines `openai`); empty = OpenAI.",
+        "http://speaches:8000/v1",
+    )
+    voice_openai_api_key_secret: str = setting(
+        "voice/openai_api_key",
+        "Secret-store path of the API key for the OpenAI-compatible audio endpoints.",
+        "voice/openai_api_key",
+    )
+    voice_openai_stt_model: str = setting(
+        "whisper-1", "Model name sent to the OpenAI-compatible transcription endpoint.", "whisper-1"
+    )
+    voice_openai_tts_model: str = setting(
+        "tts-1", "Model name sent to the OpenAI-compatible speech endpoint.", "gpt-4o-mini-tts"
+    )
+    voice_vad_threshold: float = setting(
+        0.5,
+        "Default speech probability (0–1) above which Silero VAD counts audio as speech "
+        "(a session's `turn_detection.threshold` overrides it).",
+        "0.6",
+    )
+    voice_end_of_turn_silence_ms: int = setting(
+        500,
+        "Default milliseconds of silence that end a spoken turn (a session's "
+        "`turn_detection.silence_duration_ms` overrides it).",
+        "700",
+    )
+    voice_min_speech_ms: int = setting(
+        250,
+        "Turns with less voiced audio than this (clicks, coughs) are not transcribed.",
+        "300",
+    )
+    voice_max_frame_bytes: int = setting(
+        262_144,
+        "Largest audio payload of one `input_audio_buffer.append` or binary WebSocket "
+        "frame, in decoded bytes; larger frames get an `error` event.",
+        "524288",
+    )
+    voice_partial_transcripts_ms: int = setting(
+        0,
+        "Interval of provisional transcripts while the user speaks (sent as "
+        "`conversation.item.input_audio_transcription.delta`); 0 = final transcripts only.",
+        "1000",
+    )
+    voice_client_secret_ttl_s: int = setting(
+        600,
+        "Default lifetime of a realtime client secret (`POST /v1/realtime/client_secrets`) "
+        "in seconds; a request may ask for 10 to 7200.",
+        "120",
+    )
+    voice_recording: bool = setting(
+        True,
+        "Store each voice turn's user and agent audio as WAV in the object store; the "
+        "`voice.recording` flag can turn it off per organisation.",
+        "false",
     )
 
     # --- derived helpers ---------------------------------------------------------------

@@ -14,6 +14,7 @@ MODEL_MODULES = (
     "vocalis.webhooks.models",
     "vocalis.workers.models",
     "vocalis.admin.models",
+    "vocalis.knowledge.models",
 )
 
 

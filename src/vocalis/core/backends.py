@@ -30,7 +30,11 @@ def resolve_redis_url(settings: Settings) -> str:
 
 
 def build_secrets(settings: Settings) -> SecretProvider:
-    """The configured secrets provider."""
+    """The configured secrets provider: Vault, or the environment (and `.env`)."""
+    if settings.secrets_backend == "vault":
+        from vocalis.adapters.vault_secrets import VaultSecretProvider
+
+        return VaultSecretProvider.from_settings(settings)
     from vocalis.adapters.env_secrets import EnvSecretProvider
 
     return EnvSecretProvider(dotenv=Path(".env"))

@@ -141,3 +141,77 @@ LLM_COST = Counter(
     "Estimated spend in US dollars from the configured per-model prices.",
     ["provider", "model"],
 )
+
+# --- voice --------------------------------------------------------------------------------
+VOICE_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+STT_LATENCY = Histogram(
+    "vocalis_stt_latency_seconds",
+    "Time to transcribe one utterance, by engine.",
+    ["engine"],
+    buckets=VOICE_LATENCY_BUCKETS,
+)
+STT_REAL_TIME_FACTOR = Histogram(
+    "vocalis_stt_real_time_factor",
+    "Transcription time divided by audio duration (below 1 is faster than real time), "
+    "by engine.",
+    ["engine"],
+    buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0),
+)
+TTS_TIME_TO_FIRST_BYTE = Histogram(
+    "vocalis_tts_time_to_first_byte_seconds",
+    "Time from a synthesis request to its first audio, by engine.",
+    ["engine"],
+    buckets=VOICE_LATENCY_BUCKETS,
+)
+VOICE_TURN_LATENCY = Histogram(
+    "vocalis_voice_turn_latency_seconds",
+    "End of the user's speech to the first byte of the agent's spoken answer "
+    "(end-of-turn silence, transcription, agent, synthesis).",
+    buckets=VOICE_LATENCY_BUCKETS,
+)
+VOICE_BARGE_INS = Counter(
+    "vocalis_voice_barge_ins_total",
+    "Agent replies cut short because the user started speaking.",
+)
+
+# --- knowledge ----------------------------------------------------------------------------
+INGEST_STAGE_DURATION = Histogram(
+    "vocalis_ingest_stage_duration_seconds",
+    "Time one document spends in an ingestion stage (download, sniff, extract, normalise, "
+    "chunk, embed, index, cleanup) and in total.",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+INGEST_CHUNKS = Counter(
+    "vocalis_ingest_chunks_total",
+    "Chunks embedded and indexed (its rate is ingestion throughput in chunks per second).",
+)
+INGEST_CHUNKS_PER_SECOND = Histogram(
+    "vocalis_ingest_chunks_per_second",
+    "Ingestion throughput of one document: its chunks divided by its embed + index time.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+DOCUMENTS = Counter(
+    "vocalis_documents_total",
+    "Documents entering each ingestion status (queued, processing, ready, failed).",
+    ["status"],
+)
+RETRIEVAL_LATENCY = Histogram(
+    "vocalis_retrieval_duration_seconds",
+    "Knowledge retrieval latency (query embedding, hybrid search, re-ranking), by caller "
+    "(`query` endpoint or `agent`).",
+    ["caller"],
+    buckets=LATENCY_BUCKETS,
+)
+EMBEDDING_BATCH_DURATION = Histogram(
+    "vocalis_embedding_batch_duration_seconds",
+    "Time to embed one batch of texts (cache lookups included), by model.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+EMBEDDING_TEXTS = Counter(
+    "vocalis_embedding_texts_total",
+    "Texts embedded, by model and purpose (ingest, query, api).",
+    ["model", "purpose"],
+)

@@ -47,3 +47,9 @@ PII_REDACTION_IN_TRANSCRIPTS = define(
     "Store a redacted copy of every message beside the original.",
     "Off: transcripts are stored only as spoken/typed.",
 )
+VOICE_RECORDING = define(
+    "voice.recording",
+    True,
+    "Store each voice turn's user and agent audio (WAV) and link it from the messages.",
+    "Off: no audio is kept; transcripts are still stored.",
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from vocalis.core.ids import new_id
 
@@ -30,28 +30,64 @@ def event_id() -> str:
 
 
 # --- session --------------------------------------------------------------------------------
-class AudioFormat(BaseModel):
-    """An audio format: PCM16 (24 kHz by default, 16 kHz accepted) or G.711 at 8 kHz."""
+PCM_RATES = (16_000, 24_000)
+G711_RATE = 8_000
 
-    model_config = ConfigDict(extra="allow")
+
+class AudioFormat(BaseModel):
+    """An audio format: PCM16 at 24 kHz (default) or 16 kHz, or G.711 μ-law/A-law at 8 kHz."""
+
+    model_config = ConfigDict(extra="forbid")
 
     type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
     rate: int | None = 24_000
 
+    @model_validator(mode="after")
+    def _supported_rate(self) -> AudioFormat:
+        if self.type == "audio/pcm":
+            if self.rate is None:
+                self.rate = 24_000
+            elif self.rate not in PCM_RATES:
+                raise ValueError(f"audio/pcm rate must be one of {PCM_RATES}, not {self.rate}")
+        elif self.rate not in (None, G711_RATE):
+            raise ValueError(f"{self.type} is 8000 Hz only, not {self.rate}")
+        else:
+            self.rate = G711_RATE
+        return self
+
+
+class ServerVad(BaseModel):
+    """Server voice-activity detection: turns end after `silence_duration_ms` of silence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["server_vad"] = "server_vad"
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(default=300, ge=0, le=2_000)
+    silence_duration_ms: int = Field(default=500, ge=100, le=10_000)
+    create_response: bool = Field(
+        default=True, description="Answer automatically at the end of each spoken turn."
+    )
+    interrupt_response: bool = Field(
+        default=True, description="Speech during a response cancels it (barge-in)."
+    )
+    idle_timeout_ms: int | None = Field(default=None, description="Accepted; not applied.")
+
 
 class SessionAudioInput(BaseModel):
-    """Input audio settings (used by the voice channel)."""
+    """Input audio settings: the format of appended audio and how turns are detected."""
 
     model_config = ConfigDict(extra="allow")
 
     format: AudioFormat = Field(default_factory=AudioFormat)
-    turn_detection: dict[str, Any] | None = Field(
-        default_factory=lambda: {"type": "server_vad", "create_response": True}
+    turn_detection: ServerVad | None = Field(
+        default_factory=ServerVad,
+        description="`server_vad`, or null: the client commits each turn itself.",
     )
 
 
 class SessionAudioOutput(BaseModel):
-    """Output audio settings (used by the voice channel)."""
+    """Output audio settings: the format of `response.output_audio.delta` and the voice."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -163,11 +199,33 @@ class ResponseCancelEvent(ClientEvent):
     response_id: str | None = None
 
 
+class InputAudioBufferAppendEvent(ClientEvent):
+    """Add base64 audio, in the session's input format, to the input audio buffer."""
+
+    type: Literal["input_audio_buffer.append"]
+    audio: str
+
+
+class InputAudioBufferCommitEvent(ClientEvent):
+    """End the user's turn now (manual turn detection): transcribe the buffered audio."""
+
+    type: Literal["input_audio_buffer.commit"]
+
+
+class InputAudioBufferClearEvent(ClientEvent):
+    """Discard the buffered audio of the turn in progress."""
+
+    type: Literal["input_audio_buffer.clear"]
+
+
 CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
     "session.update": SessionUpdateEvent,
     "conversation.item.create": ConversationItemCreateEvent,
     "response.create": ResponseCreateEvent,
     "response.cancel": ResponseCancelEvent,
+    "input_audio_buffer.append": InputAudioBufferAppendEvent,
+    "input_audio_buffer.commit": InputAudioBufferCommitEvent,
+    "input_audio_buffer.clear": InputAudioBufferClearEvent,
 }
 
 
@@ -203,10 +261,20 @@ class SessionUpdated(ServerEvent):
 
 
 class ContentPart(BaseModel):
-    """A content part of an item."""
+    """A text content part of an item."""
 
     type: Literal["input_text", "output_text", "text"]
     text: str = ""
+
+
+class AudioContentPart(BaseModel):
+    """An audio content part: what was said, as a transcript (the audio itself is streamed)."""
+
+    type: Literal["input_audio", "output_audio", "audio"]
+    transcript: str | None = None
+
+
+AnyContentPart = Annotated[ContentPart | AudioContentPart, Field(discriminator="type")]
 
 
 class MessageItem(BaseModel):
@@ -217,7 +285,7 @@ class MessageItem(BaseModel):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant"]
     status: ItemStatus = "completed"
-    content: list[ContentPart] = Field(default_factory=list)
+    content: list[AnyContentPart] = Field(default_factory=list)
 
 
 class FunctionCallItem(BaseModel):
@@ -342,7 +410,7 @@ class ResponseContentPartAdded(ServerEvent):
     item_id: str
     output_index: int
     content_index: int
-    part: ContentPart
+    part: AnyContentPart
 
 
 class ResponseContentPartDone(ServerEvent):
@@ -353,7 +421,7 @@ class ResponseContentPartDone(ServerEvent):
     item_id: str
     output_index: int
     content_index: int
-    part: ContentPart
+    part: AnyContentPart
 
 
 class ResponseOutputTextDelta(ServerEvent):
@@ -388,6 +456,133 @@ class ResponseFunctionCallArgumentsDone(ServerEvent):
     call_id: str
     name: str
     arguments: str
+
+
+class InputAudioBufferSpeechStarted(ServerEvent):
+    """Server VAD heard the user start speaking (a response being spoken is cut off)."""
+
+    type: Literal["input_audio_buffer.speech_started"] = "input_audio_buffer.speech_started"
+    audio_start_ms: int = Field(description="Where the turn starts in the session's input audio.")
+    item_id: str = Field(description="The user message item this speech will become.")
+
+
+class InputAudioBufferSpeechStopped(ServerEvent):
+    """Server VAD heard the end of the user's turn."""
+
+    type: Literal["input_audio_buffer.speech_stopped"] = "input_audio_buffer.speech_stopped"
+    audio_end_ms: int
+    item_id: str
+
+
+class InputAudioBufferCommitted(ServerEvent):
+    """The turn's audio became a user message item (transcription follows)."""
+
+    type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
+    previous_item_id: str | None = None
+    item_id: str
+
+
+class InputAudioBufferCleared(ServerEvent):
+    """The input audio buffer was emptied (`input_audio_buffer.clear`)."""
+
+    type: Literal["input_audio_buffer.cleared"] = "input_audio_buffer.cleared"
+
+
+class TranscriptionUsage(BaseModel):
+    """Seconds of audio transcribed."""
+
+    type: Literal["duration"] = "duration"
+    seconds: float
+
+
+class InputAudioTranscriptionDelta(ServerEvent):
+    """More of the transcript of the user's spoken item."""
+
+    type: Literal["conversation.item.input_audio_transcription.delta"] = (
+        "conversation.item.input_audio_transcription.delta"
+    )
+    item_id: str
+    content_index: int = 0
+    delta: str
+
+
+class InputAudioTranscriptionCompleted(ServerEvent):
+    """The final transcript of the user's spoken item."""
+
+    type: Literal["conversation.item.input_audio_transcription.completed"] = (
+        "conversation.item.input_audio_transcription.completed"
+    )
+    item_id: str
+    content_index: int = 0
+    transcript: str
+    usage: TranscriptionUsage
+
+
+class TranscriptionError(BaseModel):
+    """Why a transcription failed."""
+
+    type: str = "transcription_error"
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+
+
+class InputAudioTranscriptionFailed(ServerEvent):
+    """The user's spoken item could not be transcribed."""
+
+    type: Literal["conversation.item.input_audio_transcription.failed"] = (
+        "conversation.item.input_audio_transcription.failed"
+    )
+    item_id: str
+    content_index: int = 0
+    error: TranscriptionError
+
+
+class ResponseOutputAudioDelta(ServerEvent):
+    """The next chunk of the agent's speech: base64 audio in the session's output format."""
+
+    type: Literal["response.output_audio.delta"] = "response.output_audio.delta"
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ResponseOutputAudioDone(ServerEvent):
+    """The agent's speech for this content part is complete (or was cut off)."""
+
+    type: Literal["response.output_audio.done"] = "response.output_audio.done"
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+
+
+class ResponseOutputAudioTranscriptDelta(ServerEvent):
+    """Text of the speech that follows (sent as each sentence starts playing)."""
+
+    type: Literal["response.output_audio_transcript.delta"] = (
+        "response.output_audio_transcript.delta"
+    )
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ResponseOutputAudioTranscriptDone(ServerEvent):
+    """What the listener heard: the whole reply, or the part spoken before a barge-in."""
+
+    type: Literal["response.output_audio_transcript.done"] = (
+        "response.output_audio_transcript.done"
+    )
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+    transcript: str
 
 
 class VocalisCitation(BaseModel):
@@ -489,6 +684,17 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         ResponseContentPartDone,
         ResponseOutputItemDone,
         ResponseFunctionCallArgumentsDone,
+        InputAudioBufferSpeechStarted,
+        InputAudioBufferSpeechStopped,
+        InputAudioBufferCommitted,
+        InputAudioBufferCleared,
+        InputAudioTranscriptionDelta,
+        InputAudioTranscriptionCompleted,
+        InputAudioTranscriptionFailed,
+        ResponseOutputAudioTranscriptDelta,
+        ResponseOutputAudioDelta,
+        ResponseOutputAudioDone,
+        ResponseOutputAudioTranscriptDone,
         ResponseDone,
         VocalisToolResult,
         VocalisHandoffRequested,
@@ -510,8 +716,19 @@ def reference_markdown() -> str:
         "",
         "`WS /v1/realtime?model=<agent id>` (or `agent_id=`, or `conversation_id=` to resume "
         "an active conversation), `Authorization: Bearer <api key>` with the "
-        "`conversations:write` scope. Event names and shapes are OpenAI Realtime's (GA); "
-        "ours are namespaced `vocalis.*`. Every event carries `type` and `event_id`.",
+        "`conversations:write` scope, or a short-lived client secret from "
+        "`POST /v1/realtime/client_secrets` as the Bearer value or as `?token=`. Event names "
+        "and shapes are OpenAI Realtime's (GA); ours are namespaced `vocalis.*`. Every event "
+        "carries `type` and `event_id`.",
+        "",
+        "Audio: `session.audio.input.format` / `session.audio.output.format` are "
+        '`{"type": "audio/pcm", "rate": 24000}` (default) or `16000`, or `audio/pcmu` / '
+        "`audio/pcma` (G.711 at 8 kHz). Binary WebSocket frames are accepted as raw input "
+        "audio once the client has declared `audio.input.format` with `session.update`. With "
+        "`turn_detection` `server_vad` the server finds turns and answers each one; with "
+        "`null` the client sends `input_audio_buffer.commit` and `response.create`. Speech "
+        "during a spoken answer cancels it (`response.done` with status `cancelled`, reason "
+        "`turn_detected`), and the stored message keeps only the words that were played.",
         "",
         "## Client events",
         "",

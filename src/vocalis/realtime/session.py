@@ -75,6 +75,22 @@ log = structlog.get_logger(__name__)
 
 ClientHandler = Callable[[dict[str, Any]], Awaitable[None]]
 BinaryHandler = Callable[[bytes], Awaitable[None]]
+CloseHandler = Callable[[], Awaitable[None]]
+
+# Merged as a whole by `session.update`: a new format replaces the old one entirely.
+_ATOMIC_FIELDS = frozenset({"format"})
+
+
+def merge_session(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`current` with `changes` applied field by field (nested objects are merged)."""
+    merged = dict(current)
+    for key, value in changes.items():
+        old = merged.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and key not in _ATOMIC_FIELDS:
+            merged[key] = merge_session(old, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 class ClientEventError(Exception):
@@ -272,6 +288,7 @@ class RealtimeSession:
     current_response_id: str | None = None
     handlers: dict[str, ClientHandler] = field(default_factory=dict)
     on_binary: BinaryHandler | None = None
+    on_close: list[CloseHandler] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.handlers.update(
@@ -324,6 +341,11 @@ class RealtimeSession:
         finally:
             self.sender.closed = True
             await self.cancel_response()
+            for close in self.on_close:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("realtime_close_hook_failed")
 
     async def _binary(self, data: bytes) -> None:
         if self.on_binary is None:
@@ -390,7 +412,7 @@ class RealtimeSession:
         patch = event.session
         changes = patch.model_dump(exclude_unset=True, exclude={"type"})
         changes = {k: v for k, v in changes.items() if k in type(self.session).model_fields}
-        self.session = Session.model_validate(self.session.model_dump() | changes)
+        self.session = Session.model_validate(merge_session(self.session.model_dump(), changes))
         unsupported = patch.unsupported()
         if unsupported:
             await self.sender.error(
@@ -476,6 +498,7 @@ class RealtimeSession:
         writer = ResponseWriter(self.sender, response, turn)
         vocalis = VocalisResponse(conversation_id=self.conversation_id)
         await self.sender.send(ResponseCreated(response=response.model_copy(deep=True)))
+        result: conversations.TurnResult | None = None
         try:
             async for event in turn.events():
                 if isinstance(event, TextDelta):
@@ -491,7 +514,11 @@ class RealtimeSession:
                         )
                     )
                 elif isinstance(event, conversations.TurnResult):
-                    await self._completed(writer, event)
+                    result = event
+            # Only now has the turn released the conversation's lock: a client that sends
+            # its next message on `response.done` must not find the conversation busy.
+            if result is not None:
+                await self._completed(writer, result)
         except asyncio.CancelledError:
             details = StatusDetails(type="cancelled", reason="client_cancelled")
             await writer.done("cancelled", vocalis, details=details)
