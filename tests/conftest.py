@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.mongo_wire",
     "tests.fixtures.llama_server",
     "tests.fixtures.embeddings",
+    "tests.fixtures.openbao",
 ]

@@ -23,6 +23,21 @@ def _migrate(settings: Settings) -> None:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
+    if settings.object_store_url.startswith("s3://"):
+        asyncio.run(_ensure_bucket(settings))
+
+
+async def _ensure_bucket(settings: Settings) -> None:
+    """Create the S3 bucket on first deploy (migrate is the one-off setup step)."""
+    from vocalis.adapters.s3_object_store import S3ObjectStore
+    from vocalis.core.backends import build_object_store, build_secrets
+
+    store = await build_object_store(settings, build_secrets(settings))
+    try:
+        if isinstance(store, S3ObjectStore) and await store.ensure_bucket():
+            typer.echo(f"created bucket for {settings.object_store_url}")
+    finally:
+        await store.close()
 
 
 def _ensure_redis_env(settings: Settings) -> Settings:

@@ -307,7 +307,23 @@ def agent_graph() -> str:
     )
 
 
+def vault_paths() -> str:
+    """Every secret path the system reads (Vault KV v2 or the environment)."""
+    from vocalis.secrets.registry import vault_paths as generate_vault_paths
+
+    return generate_vault_paths()
+
+
+def vector_store() -> str:
+    """The vector-store schema (Weaviate collection, LanceDB table), embeddings, queries."""
+    from vocalis.knowledge.docs import vector_store_schema
+
+    return vector_store_schema()
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
+    "vector-store.md": vector_store,
+    "vault-paths.md": vault_paths,
     "agent-graph.md": agent_graph,
     "webhook-events.md": webhook_events,
     "workers.md": celery_reference,

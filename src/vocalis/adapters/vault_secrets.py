@@ -267,7 +267,11 @@ class VaultSecretProvider:
         with self._plain_errors("checking health"):
             # Ask for 200 whatever the state, so the JSON body says what is wrong.
             status = self._client.sys.read_health_status(
-                method="GET", standby_ok=True, sealed_code=200, uninit_code=200
+                method="GET",
+                standby_ok=True,
+                performance_standby_code=200,  # performance standbys serve reads
+                sealed_code=200,
+                uninit_code=200,
             )
             if not isinstance(status, dict):
                 code = getattr(status, "status_code", "?")

@@ -117,6 +117,14 @@ class Message(BaseModel):
     handoff: bool = False
     end_conversation: bool = False
     replaced: bool = False
+    interrupted: bool = Field(
+        default=False, description="Voice: the caller barged in; `content` holds what was heard."
+    )
+    recording: dict[str, Any] | None = Field(
+        default=None,
+        description="Voice: this turn's audio (key, url, speaker, content_type, sample_rate, "
+        "duration_ms, bytes).",
+    )
     created_at: datetime
 
     @classmethod

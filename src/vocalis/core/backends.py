@@ -6,6 +6,7 @@ Domain code receives a `Backends` and never imports a driver.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,9 @@ class Backends:
     async def close(self) -> None:
         """Release every connection."""
         await self.documents.close()
+        close_secrets = getattr(self.secrets, "close", None)
+        if close_secrets is not None and inspect.isawaitable(result := close_secrets()):
+            await result
         await self.objects.close()
         await self.redis.aclose()
         await self.database.dispose()

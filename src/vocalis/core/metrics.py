@@ -153,8 +153,7 @@ STT_LATENCY = Histogram(
 )
 STT_REAL_TIME_FACTOR = Histogram(
     "vocalis_stt_real_time_factor",
-    "Transcription time divided by audio duration (below 1 is faster than real time), "
-    "by engine.",
+    "Transcription time divided by audio duration (below 1 is faster than real time), by engine.",
     ["engine"],
     buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0),
 )

@@ -28,6 +28,7 @@ SPAN_NAMES: dict[str, str] = {
     "tts.synthesize": "One text-to-speech call.",
     "voice.turn": "A voice turn: end of user speech to the end of the agent's reply.",
     "webhook.deliver": "One webhook delivery attempt.",
+    "agent.tool": "One tool call inside an agent turn.",
     "celery.task <task name>": "One Celery task run, child of the producer's trace "
     "(context in the message headers).",
 }

@@ -190,6 +190,8 @@ async def upload_document(
     backends: BackendsDep,
 ) -> Any:
     settings = backends.settings
+    async with backends.database.session() as session:  # 404 before reading any body
+        await service.get_knowledge_base(session=session, org_id=principal.org_id, kb_id=kb_id)
     received = await read_upload(
         request.headers.get("content-type"),
         request.stream(),

@@ -108,7 +108,6 @@ class VersionRef:
     version: int
     name: str
     object_key: str
-    content_type: str
 
 
 class IngestionUnavailable(TransientError):
@@ -198,7 +197,9 @@ async def run_pipeline(
     with clock.stage("download"):
         data = await _backend_call("object store", backends.objects.get(ref.object_key))
     with clock.stage("sniff"):
-        sniffed = await asyncio.to_thread(sniff, data, ref.name)
+        # Checked against the file name at upload; here only the content matters (the
+        # document name may be a label without the file's extension).
+        sniffed = await asyncio.to_thread(sniff, data, None)
     with clock.stage("extract", document_type=sniffed.type.value):
         limits = ExtractionLimits(
             max_pages=settings.knowledge_max_pages, max_chars=settings.knowledge_max_chars
@@ -315,9 +316,7 @@ async def _start(
         if doc is None:
             verdict = "deleted"
         else:
-            ref = VersionRef(
-                org_id, doc.kb_id, doc.id, version, doc.name, doc.object_key, doc.content_type
-            )
+            ref = VersionRef(org_id, doc.kb_id, doc.id, version, doc.name, doc.object_key)
             verdict = _verdict(doc, version)
             if not verdict:
                 doc.status = DocumentStatus.PROCESSING.value

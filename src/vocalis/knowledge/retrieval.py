@@ -1,9 +1,9 @@
 """Retrieval: hybrid search across knowledge bases, with filters, threshold and MMR.
 
 Every search is confined to one organisation (the vector store is always called with its
-`org_id`). Hits are then checked against the relational rows: a chunk whose document was
-deleted, or whose version is not the document's indexed one (a re-upload being swapped
-in), is dropped, so a query never shows a chunk twice or one that is on its way out.
+`org_id`). Hits are then checked against the relational rows: chunks of a deleted
+document are dropped, and of a document being re-uploaded only one version is kept (the
+indexed one), so a query never shows a passage twice nor one on its way out.
 
 `KnowledgeRetriever` is the agent's `Retriever`; the query endpoint calls `search`.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -103,7 +104,12 @@ async def search(
 async def _live_chunks(
     backends: Backends, org_id: str, chunks: Sequence[ScoredChunk]
 ) -> list[ScoredChunk]:
-    """Only chunks of existing documents' indexed versions, order kept."""
+    """Chunks of existing documents, one version per document, order kept.
+
+    The version kept is the document's indexed one when the candidates hold it, else the
+    newest among them: the vector store and the database are read one after the other,
+    and a swap may happen in between, so either side may be a moment ahead.
+    """
     if not chunks:
         return []
     ids = sorted({c.document_id for c in chunks})
@@ -114,7 +120,16 @@ async def _live_chunks(
             )
         )
         indexed = {str(doc_id): version for doc_id, version in rows.all()}
-    return [c for c in chunks if indexed.get(c.document_id) == c.version]
+    present: dict[str, set[int]] = {}
+    for chunk in chunks:
+        present.setdefault(chunk.document_id, set()).add(chunk.version)
+    keep: dict[str, int] = {}
+    for doc_id, versions in present.items():
+        if doc_id not in indexed:
+            continue  # deleted: its chunks are on their way out
+        wanted = indexed[doc_id]
+        keep[doc_id] = wanted if wanted in versions else max(versions)
+    return [c for c in chunks if keep.get(c.document_id) == c.version]
 
 
 def mmr_rerank(
@@ -122,16 +137,16 @@ def mmr_rerank(
 ) -> list[ScoredChunk]:
     """Maximal marginal relevance: each pick trades relevance for novelty against the picks.
 
-    Relevance is the chunk's search score; redundancy is its highest cosine similarity to
-    a chunk already picked. Chunks without a vector keep their rank order.
+    Relevance is the chunk's cosine similarity to the query (absolute, unlike hybrid
+    scores, which are min-max normalised per query); redundancy is its highest cosine
+    similarity to a chunk already picked. Without vectors the rank order is kept.
     """
     if not chunks or any(c.vector is None for c in chunks):
         return list(chunks[:top_k])
-    matrix = np.asarray([c.vector for c in chunks], dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    unit = matrix / np.clip(norms, 1e-12, None)
+    unit = _unit_rows(np.asarray([c.vector for c in chunks], dtype=np.float32))
+    query = _unit_rows(np.asarray([query_vector], dtype=np.float32))[0]
+    relevance = unit @ query
     similarity = unit @ unit.T
-    relevance = np.asarray([c.score for c in chunks], dtype=np.float32)
     picked: list[int] = []
     remaining = list(range(len(chunks)))
     while remaining and len(picked) < top_k:
@@ -144,6 +159,11 @@ def mmr_rerank(
         picked.append(best)
         remaining.remove(best)
     return [chunks[i] for i in picked]
+
+
+def _unit_rows(matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.clip(norms, 1e-12, None)
 
 
 def passage(chunk: ScoredChunk) -> Passage:

@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -53,7 +54,7 @@ from vocalis.knowledge.schemas import (
     KnowledgeBaseUpdate,
     UploadOut,
 )
-from vocalis.knowledge.sniff import DocumentType, SniffResult, sniff
+from vocalis.knowledge.sniff import SniffResult, sniff
 from vocalis.settings import Settings
 from vocalis.workers.publish import enqueue
 
@@ -62,6 +63,7 @@ log = structlog.get_logger(__name__)
 INGEST_TASK = "vocalis.knowledge.ingest_document"
 PURGE_DOCUMENT_TASK = "vocalis.knowledge.purge_document"
 PURGE_KNOWLEDGE_BASE_TASK = "vocalis.knowledge.purge_knowledge_base"
+COMPACT_TASK = "vocalis.knowledge.compact_vector_store"
 
 DOCUMENT_FILE_TOO_LARGE = register(
     "document_file_too_large",
@@ -549,6 +551,15 @@ async def _purge_or_defer(
             log.error("knowledge_purge_not_queued", task=task, **kwargs)
 
 
-def document_types() -> list[str]:
-    """Every document type ingestion understands."""
-    return [t.value for t in DocumentType]
+async def compact_vector_store(backends: Backends, *, keep_deleted_for: timedelta) -> bool:
+    """Purge deleted chunks from disk and fold new rows into the indexes (LanceDB).
+
+    LanceDB deletes are logical: deleted rows stay in older table versions until those are
+    cleaned up. Weaviate deletes for real and has nothing to compact (returns False).
+    """
+    store = (await engines.engines(backends)).vector_store
+    optimize = getattr(store, "optimize", None)
+    if optimize is None:
+        return False
+    await optimize(cleanup_older_than=keep_deleted_for)
+    return True

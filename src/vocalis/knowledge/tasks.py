@@ -6,7 +6,7 @@ sweeper with the maintenance job.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vocalis.core.backends import Backends
 from vocalis.knowledge import ingest, service
@@ -56,6 +56,17 @@ async def purge_knowledge_base(ctx: TaskContext, *, org_id: str, kb_id: str) -> 
         await service.purge_knowledge_base_data(ctx.backends, org_id=org_id, kb_id=kb_id)
     except Exception as exc:  # a clean-up is always worth retrying
         raise TransientError(f"purging knowledge base {kb_id} failed: {exc}") from exc
+
+
+# Older table versions (which still hold deleted chunks) are kept this long, so readers
+# and writers in other processes never lose the version they are working on.
+DELETED_CHUNKS_KEPT = timedelta(hours=1)
+
+
+@vocalis_task(service.COMPACT_TASK)
+async def compact_vector_store(ctx: TaskContext) -> bool:
+    """Purge deleted chunks from the vector store's files and fold in new rows (periodic)."""
+    return await service.compact_vector_store(ctx.backends, keep_deleted_for=DELETED_CHUNKS_KEPT)
 
 
 @register_stuck_document_sweeper

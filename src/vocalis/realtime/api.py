@@ -1,31 +1,51 @@
-"""Route: `WS /v1/realtime`, the OpenAI Realtime protocol (text part) over our agents.
+"""Routes: `WS /v1/realtime` (the OpenAI Realtime protocol over our agents, text and voice)
+and `POST /v1/realtime/client_secrets` (short-lived secrets for browsers).
 
 Connect with `?model=<agent id>` (or `agent_id=`) to start a conversation, or with
-`conversation_id=` to resume an active one, and `Authorization: Bearer <api key>` (scope
-`conversations:write`). Refused connections get an HTTP problem+json answer to the
-handshake (401, 403, 404, 409) where the server supports it, else close code 1008.
+`conversation_id=` to resume an active one. Authenticate with `Authorization: Bearer
+<api key>` (scope `conversations:write`) or with a client secret, as the Bearer value or as
+`?token=` where a browser cannot set headers. Refused connections get an HTTP
+problem+json answer to the handshake (401, 403, 404, 409) where the server supports it,
+else close code 1008.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Query, WebSocket
 from fastapi.responses import JSONResponse
 
+from vocalis.agents import service as agents
 from vocalis.agents.runtime import AgentRuntime, get_runtime, runtime_lifespan
 from vocalis.conversations import service as conversations
 from vocalis.conversations.errors import ConversationEnded
 from vocalis.core import errors
 from vocalis.core.backends import Backends
+from vocalis.core.deps import BackendsDep
+from vocalis.core.ids import new_id
 from vocalis.core.problems import PROBLEM_MEDIA_TYPE, problem_body
 from vocalis.core.scopes import Role
-from vocalis.core.security import Principal
+from vocalis.core.security import Principal, Scoped
 from vocalis.orgs import service as orgs
 from vocalis.ports.document_store import Document
-from vocalis.realtime.protocol import Session, SessionAudio, SessionAudioOutput
-from vocalis.realtime.session import EventSender, RealtimeSession
+from vocalis.realtime import client_secrets
+from vocalis.realtime.client_secrets import (
+    ClientSecretCreateRequest,
+    ClientSecretCreateResponse,
+    ClientSecretGrant,
+)
+from vocalis.realtime.protocol import (
+    ServerVad,
+    Session,
+    SessionAudio,
+    SessionAudioInput,
+    SessionAudioOutput,
+)
+from vocalis.realtime.session import EventSender, RealtimeSession, merge_session
+from vocalis.settings import Settings
+from vocalis.voice.session import attach_voice
 
 log = structlog.get_logger(__name__)
 
@@ -33,26 +53,44 @@ router = APIRouter(prefix="/v1", tags=["realtime"], lifespan=runtime_lifespan)
 SCOPE = "conversations:write"
 
 
-async def authenticate_websocket(websocket: WebSocket, backends: Backends) -> Principal:
-    """The caller of a WebSocket handshake, from its bearer API key (with the scope)."""
+async def authenticate_websocket(
+    websocket: WebSocket, backends: Backends
+) -> tuple[Principal, ClientSecretGrant | None]:
+    """The caller of a WebSocket handshake (API key or client secret), with the scope."""
     header = websocket.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise errors.AuthError("Send `Authorization: Bearer <api key>`.", code=errors.AUTH_MISSING)
-    async with backends.database.session() as session:
-        key = await orgs.find_active_key(session=session, plaintext=token.strip())
-    if key is None:
-        raise errors.AuthError("The API key is invalid, revoked or expired.")
-    principal = Principal(
-        org_id=key.org_id,
-        key_id=key.id,
-        role=Role(key.role),
-        scopes=frozenset(key.scopes),
-        user_id=key.created_by,
-    )
+    scheme, _, bearer = header.partition(" ")
+    token = bearer.strip() if scheme.lower() == "bearer" else ""
+    query_token = websocket.query_params.get("token", "").strip()
+    if not token and query_token:
+        if not client_secrets.is_client_secret(query_token):
+            # API keys do not belong in URLs (they end up in logs): only client secrets.
+            raise errors.AuthError("`?token=` takes a client secret, not an API key.")
+        token = query_token
+    if not token:
+        raise errors.AuthError(
+            "Send `Authorization: Bearer <api key or client secret>`.", code=errors.AUTH_MISSING
+        )
+    grant: ClientSecretGrant | None = None
+    if client_secrets.is_client_secret(token):
+        grant = await client_secrets.redeem(backends.redis, token)
+        if grant is None:
+            raise errors.AuthError("The client secret is invalid or has expired.")
+        principal = grant.principal()
+    else:
+        async with backends.database.session() as session:
+            key = await orgs.find_active_key(session=session, plaintext=token)
+        if key is None:
+            raise errors.AuthError("The API key is invalid, revoked or expired.")
+        principal = Principal(
+            org_id=key.org_id,
+            key_id=key.id,
+            role=Role(key.role),
+            scopes=frozenset(key.scopes),
+            user_id=key.created_by,
+        )
     if not principal.has(SCOPE):
         raise errors.PermissionDenied(f"This key lacks the scope: {SCOPE}.")
-    return principal
+    return principal, grant
 
 
 async def _deny(websocket: WebSocket, exc: errors.VocalisError) -> None:
@@ -78,15 +116,21 @@ async def _open_conversation(
     org_id: str,
     agent_id: str | None,
     conversation_id: str | None,
+    pinned_agent: str | None = None,
 ) -> tuple[Document, bool, Document | None]:
     """The conversation to talk in, whether it was resumed, and the greeting to show."""
+    if pinned_agent is not None and agent_id not in (None, pinned_agent):
+        raise errors.PermissionDenied(f"This client secret is for agent {pinned_agent!r}.")
     if conversation_id:
         doc = await conversations.get_conversation(
             backends, org_id=org_id, conversation_id=conversation_id
         )
+        if pinned_agent is not None and doc["agent_id"] != pinned_agent:
+            raise errors.PermissionDenied(f"This client secret is for agent {pinned_agent!r}.")
         if doc["status"] != "active":
             raise ConversationEnded(f"Conversation {conversation_id!r} has ended.")
         return doc, True, None
+    agent_id = agent_id or pinned_agent
     if not agent_id:
         raise errors.RequestError("Name the agent with `?model=<agent id>`.")
     doc = await conversations.start_conversation(
@@ -106,6 +150,32 @@ async def _open_conversation(
     return doc, False, greeting
 
 
+def initial_session(
+    settings: Settings,
+    *,
+    session_id: str,
+    agent_id: str,
+    voice: str | None,
+    patch: dict[str, Any] | None = None,
+) -> Session:
+    """A new session's configuration: the deployment's voice defaults, then `patch`."""
+    turn_detection = ServerVad(
+        threshold=settings.voice_vad_threshold,
+        silence_duration_ms=settings.voice_end_of_turn_silence_ms,
+    )
+    session = Session(
+        id=session_id,
+        model=agent_id,
+        audio=SessionAudio(
+            input=SessionAudioInput(turn_detection=turn_detection),
+            output=SessionAudioOutput(voice=voice),
+        ),
+    )
+    if not patch:
+        return session
+    return Session.model_validate(merge_session(session.model_dump(), patch))
+
+
 @router.websocket("/realtime")
 async def realtime(
     websocket: WebSocket,
@@ -117,10 +187,15 @@ async def realtime(
     backends: Backends = websocket.app.state.backends
     runtime = get_runtime(websocket.app)
     try:
-        principal = await authenticate_websocket(websocket, backends)
+        principal, grant = await authenticate_websocket(websocket, backends)
         structlog.contextvars.bind_contextvars(org_id=principal.org_id)
         conversation, resumed, greeting = await _open_conversation(
-            backends, runtime, principal.org_id, agent_id or model, conversation_id
+            backends,
+            runtime,
+            principal.org_id,
+            agent_id or model,
+            conversation_id,
+            pinned_agent=grant.agent_id if grant is not None else None,
         )
     except errors.VocalisError as exc:
         await _deny(websocket, exc)
@@ -139,14 +214,62 @@ async def realtime(
         runtime=runtime,
         org_id=principal.org_id,
         conversation=conversation,
-        session=Session(
-            id=f"sess_{conversation['_id'].split('_', 1)[1]}",
-            model=conversation["agent_id"],
-            audio=SessionAudio(output=SessionAudioOutput(voice=config.voice.voice)),
+        session=initial_session(
+            backends.settings,
+            session_id=f"sess_{conversation['_id'].split('_', 1)[1]}",
+            agent_id=conversation["agent_id"],
+            voice=config.voice.voice,
+            patch=grant.session if grant is not None else None,
         ),
         sender=EventSender(websocket),
+    )
+    attach_voice(
+        session,
+        config=config,
+        binary_declared=grant is not None and grant.declares_input_format,
     )
     log.info("realtime_session_started", resumed=resumed)
     await session.start(resumed=resumed, greeting=greeting)
     await session.run()
     log.info("realtime_session_ended")
+
+
+@router.post(
+    "/realtime/client_secrets",
+    response_model=ClientSecretCreateResponse,
+    responses={404: {"description": "No agent with the id given as `session.model`."}},
+    summary="Mint a short-lived client secret for the realtime WebSocket",
+)
+async def create_client_secret(
+    principal: Annotated[Principal, Scoped("conversations:write")],
+    backends: BackendsDep,
+    body: ClientSecretCreateRequest | None = None,
+) -> ClientSecretCreateResponse:
+    """A secret `ek_…` a browser uses instead of an API key (as Bearer value or `?token=`)."""
+    body = body or ClientSecretCreateRequest()
+    settings = backends.settings
+    ttl = body.expires_after.seconds if body.expires_after else settings.voice_client_secret_ttl_s
+    ttl = max(client_secrets.MIN_TTL_S, min(client_secrets.MAX_TTL_S, ttl))
+    requested = body.session
+    agent_id = requested.model if requested is not None else None
+    patch: dict[str, Any] = {}
+    if requested is not None:
+        unsupported = requested.unsupported()
+        if unsupported:
+            raise errors.ValidationFailed(
+                "Governed by the agent's configuration: " + ", ".join(unsupported)
+            )
+        patch = requested.model_dump(exclude_unset=True, exclude={"type", "model"})
+    voice: str | None = None
+    if agent_id is not None:
+        async with backends.database.session() as db:
+            view = await agents.get_agent(session=db, org_id=principal.org_id, agent_id=agent_id)
+        voice = view.config.voice.voice
+    value, grant = await client_secrets.mint(
+        backends.redis, principal, ttl_s=ttl, agent_id=agent_id, session=patch
+    )
+    session = initial_session(
+        settings, session_id=new_id("sess"), agent_id=agent_id or "", voice=voice, patch=patch
+    )
+    log.info("realtime_client_secret_created", ttl_s=ttl, agent_id=agent_id)
+    return ClientSecretCreateResponse(value=value, expires_at=grant.expires_at, session=session)

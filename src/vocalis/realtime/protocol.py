@@ -49,7 +49,7 @@ class AudioFormat(BaseModel):
                 self.rate = 24_000
             elif self.rate not in PCM_RATES:
                 raise ValueError(f"audio/pcm rate must be one of {PCM_RATES}, not {self.rate}")
-        elif self.rate not in (None, G711_RATE):
+        elif "rate" in self.model_fields_set and self.rate not in (None, G711_RATE):
             raise ValueError(f"{self.type} is 8000 Hz only, not {self.rate}")
         else:
             self.rate = G711_RATE
@@ -575,9 +575,7 @@ class ResponseOutputAudioTranscriptDelta(ServerEvent):
 class ResponseOutputAudioTranscriptDone(ServerEvent):
     """What the listener heard: the whole reply, or the part spoken before a barge-in."""
 
-    type: Literal["response.output_audio_transcript.done"] = (
-        "response.output_audio_transcript.done"
-    )
+    type: Literal["response.output_audio_transcript.done"] = "response.output_audio_transcript.done"
     response_id: str
     item_id: str
     output_index: int
@@ -606,8 +604,9 @@ class VocalisResponse(BaseModel):
     citations: list[VocalisCitation] = Field(default_factory=list)
     latency_ms: dict[str, float] = Field(
         default_factory=dict,
-        description="retrieve, first_token, generate, tools, total (voice adds endpointing, "
-        "stt, first_audio_byte).",
+        description="retrieve, first_token, generate, tools, total; spoken replies add "
+        "endpointing (the silence that ended the turn), stt, tts_first_byte and "
+        "first_audio_byte (end of the user's speech to the first byte of the answer).",
     )
     cost_usd: float = 0.0
     provider: str = ""

@@ -34,8 +34,7 @@ PACKAGED_WHISPER = "tiny.en"
 
 _offline: dict[tuple[Any, ...], Any] = {}
 _offline_lock = threading.Lock()
-_build_lock: asyncio.Lock | None = None
-_build_lock_loop: asyncio.AbstractEventLoop | None = None
+_LOCK_EXTRA = "voice_engines_lock"
 
 
 def _shared(key: tuple[Any, ...], build: Any) -> Any:
@@ -121,13 +120,11 @@ def _build(settings: Settings, api_key: str | None) -> VoiceEngines:
     return VoiceEngines(stt=stt, tts=tts, vad=_silero())
 
 
-def _lock() -> asyncio.Lock:
-    """A lock of the running loop, so concurrent first sessions build the engines once."""
-    global _build_lock, _build_lock_loop
-    loop = asyncio.get_running_loop()
-    if _build_lock is None or _build_lock_loop is not loop:
-        _build_lock, _build_lock_loop = asyncio.Lock(), loop
-    return _build_lock
+def _lock(backends: Backends) -> asyncio.Lock:
+    """So that concurrent first sessions build the engines once."""
+    lock = backends.extras.setdefault(_LOCK_EXTRA, asyncio.Lock())
+    assert isinstance(lock, asyncio.Lock)
+    return lock
 
 
 async def voice_engines(backends: Backends) -> VoiceEngines:
@@ -135,7 +132,7 @@ async def voice_engines(backends: Backends) -> VoiceEngines:
     cached = backends.extras.get(ENGINES_EXTRA)
     if isinstance(cached, VoiceEngines):
         return cached
-    async with _lock():
+    async with _lock(backends):
         cached = backends.extras.get(ENGINES_EXTRA)
         if isinstance(cached, VoiceEngines):
             return cached

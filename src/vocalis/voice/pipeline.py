@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from vocalis.core.ids import new_id
 from vocalis.core.metrics import (
@@ -89,7 +90,13 @@ class RespondRequest(ControlFrame):
 
 @dataclass
 class VoiceResponseStarted(ResponseStarted):
-    """A reply began: `item_id` is the assistant item (and stored message) it becomes."""
+    """A reply began: `item_id` is the assistant item (and stored message) it becomes.
+
+    Unlike other reply frames it survives interruptions, so the transport learns of every
+    reply, also of one cut off before it was heard.
+    """
+
+    drop_on_interruption: ClassVar[bool] = False
 
     item_id: str = ""
     user_item_id: str = ""
@@ -115,6 +122,24 @@ class ReplyRequest:
 
 ReplyRunner = Callable[[ReplyRequest], AsyncIterator[str]]
 """Runs one agent turn for a request and yields its text deltas; it raises on failure."""
+
+
+# --- after the VAD ------------------------------------------------------------------------
+class TurnLabeller(FrameProcessor):
+    """Names the user item each detected turn becomes (`SpeechStarted` → `UserSpeechStarted`)."""
+
+    interruptible = False
+
+    async def process_frame(self, frame: Frame, direction: Direction) -> None:
+        """Label speech starts; pass everything on."""
+        if isinstance(frame, SpeechStarted) and not isinstance(frame, UserSpeechStarted):
+            frame = UserSpeechStarted(
+                audio_start_ms=frame.audio_start_ms,
+                preroll=frame.preroll,
+                sample_rate=frame.sample_rate,
+                ts=frame.ts,
+            )
+        await self.push_frame(frame, direction)
 
 
 # --- agent --------------------------------------------------------------------------------
@@ -325,6 +350,7 @@ def build_voice_pipeline(
     playout = AudioPlayout(lead_ms=playout_lead_ms)
     stages: list[FrameProcessor] = [
         vad,
+        TurnLabeller(),
         stt,
         agent,
         SentenceChunkerProcessor(),
@@ -334,9 +360,7 @@ def build_voice_pipeline(
         transport_out,
     ]
     observer = prometheus_observer(engines.stt.name, engines.tts.name)
-    return VoicePipeline(
-        Pipeline(stages, metrics_observer=observer), vad, stt, agent, tts, playout
-    )
+    return VoicePipeline(Pipeline(stages, metrics_observer=observer), vad, stt, agent, tts, playout)
 
 
 def endpointing_config(

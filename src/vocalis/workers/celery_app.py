@@ -71,6 +71,11 @@ BEAT_JOBS: dict[str, BeatJob] = {
         "Delete conversations, messages and recordings older than each organisation's "
         "retention; prune old webhook history.",
     ),
+    "compact-vector-store": BeatJob(
+        "vocalis.knowledge.compact_vector_store",
+        lambda s: 3600.0,
+        "Purge deleted chunks from LanceDB's older table versions; fold new rows into its indexes.",
+    ),
     "sweep-stuck-documents": BeatJob(
         "vocalis.maintenance.sweep_stuck_documents",
         lambda s: 300.0,
