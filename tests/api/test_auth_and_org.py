@@ -163,3 +163,19 @@ async def test_api_keys_paginate_with_cursor(api: Api) -> None:
     assert not second["has_more"] and len(second["data"]) == 2
     ids = [k["id"] for k in first["data"] + second["data"]]
     assert len(set(ids)) == 6
+
+
+async def test_a_narrowed_key_cannot_mint_a_broader_one(api: Api) -> None:
+    acme = await api.tenant()
+    narrow = await api.key_for(acme, Role.ADMIN, scopes=["api_keys:write", "org:read"])
+    refused = await api.client.post(
+        "/v1/api-keys",
+        json={"name": "x", "role": "developer", "scopes": ["agents:write"]},
+        headers=narrow.headers,
+    )
+    assert refused.status_code == 403
+    default = await api.client.post(
+        "/v1/api-keys", json={"name": "y", "role": "admin"}, headers=narrow.headers
+    )
+    assert default.status_code == 201
+    assert set(default.json()["scopes"]) <= {"api_keys:write", "org:read"}

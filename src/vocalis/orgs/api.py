@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from vocalis.core.deps import SessionDep
 from vocalis.core.errors import PermissionDenied
 from vocalis.core.pagination import ListResource, Page, paginate
-from vocalis.core.scopes import can_grant
+from vocalis.core.scopes import ROLE_SCOPES, can_grant
 from vocalis.core.security import Principal, Scoped
 from vocalis.orgs import service
 from vocalis.orgs.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, OrgOut, OrgUpdate
@@ -50,12 +50,19 @@ async def create_api_key(
         raise PermissionDenied(
             f"A {principal.role.value} key cannot create a {body.role.value} key."
         )
+    # A key never grants more than it holds: requested scopes must be its own, and the
+    # default is the new role's scopes narrowed to the caller's.
+    if body.scopes is not None:
+        beyond = sorted(set(body.scopes) - principal.scopes)
+        if beyond:
+            raise PermissionDenied(f"This key cannot grant scopes it lacks: {', '.join(beyond)}.")
+    scopes = body.scopes or sorted(ROLE_SCOPES[body.role] & principal.scopes)
     issued = await service.create_api_key(
         session=session,
         org_id=principal.org_id,
         name=body.name,
         role=body.role,
-        scopes=body.scopes,
+        scopes=scopes,
         expires_at=body.expires_at,
         created_by=principal.user_id,
     )
