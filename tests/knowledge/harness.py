@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.api.conftest import Api, Tenant
+from tests.fixtures import polling
 from vocalis.app import ROUTERS, create_app
 from vocalis.core import object_keys
 from vocalis.core.backends import build_backends
@@ -144,15 +145,8 @@ async def eventually(
     interval: float = 0.2,
     what: str = "condition",
 ) -> T:
-    """Poll `probe()` until `ok(value)`; fail with the last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    value = await probe()
-    while not ok(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value: {value!r}")
-        await asyncio.sleep(interval)
-        value = await probe()
-    return value
+    """`tests.fixtures.polling.eventually` with the longer wait ingestion needs."""
+    return await polling.eventually(probe, ok, timeout=timeout, interval=interval, what=what)
 
 
 # --- actions through the API -------------------------------------------------------------

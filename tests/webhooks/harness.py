@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,22 +77,3 @@ async def start_app(settings: Settings) -> AsyncIterator[Api]:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(app, client, backends, settings)
     await backends.close()
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    ok: Callable[[T], bool],
-    *,
-    timeout: float = 30.0,
-    interval: float = 0.2,
-    what: str = "condition",
-) -> T:
-    """Poll `probe()` until `ok(value)`; fail with the last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    value = await probe()
-    while not ok(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value: {value!r}")
-        await asyncio.sleep(interval)
-        value = await probe()
-    return value

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 
 from tests.api.conftest import Tenant
+from tests.fixtures.polling import eventually
 from tests.webhooks.conftest import Stack
-from tests.webhooks.harness import eventually
 
 
 async def _endpoint(stack: Stack, tenant: Tenant, path: str, **body: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import select, update
 
 from tests.api.conftest import Api
-from tests.webhooks.harness import eventually
+from tests.fixtures.polling import eventually
 from vocalis.core.errors import ValidationFailed
 from vocalis.events.models import OutboxEvent
 from vocalis.events.outbox import UnknownEventType, record_event

@@ -7,8 +7,8 @@ import time
 
 from sqlalchemy import select
 
+from tests.fixtures.polling import eventually
 from tests.webhooks.conftest import Stack
-from tests.webhooks.harness import eventually
 from tests.webhooks.test_delivery_with_worker import _endpoint, _send_test, _settled
 from vocalis.events.models import OutboxEvent
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
@@ -95,24 +96,27 @@ _SQLITE_KINDS = {
 }
 
 
-class _Field:
+class _Field(ABC):
     """A filterable, sortable field: typed views of its value that are NULL on mismatch."""
 
     def __init__(self, dialect: str) -> None:
         self._dialect = dialect
 
+    @abstractmethod
     def kind_in(self, kinds: set[str]) -> ColumnElement[bool]:
-        raise NotImplementedError
+        """Whether the value is one of these JSON types."""
 
     def known(self, comparison: ColumnElement[bool]) -> ColumnElement[bool]:
         """The comparison made false, never NULL, when the value has another type."""
         return func.coalesce(comparison, false())
 
+    @abstractmethod
     def number(self) -> ColumnElement[float]:
-        raise NotImplementedError
+        """The value as a number, NULL when it is not one."""
 
+    @abstractmethod
     def string(self) -> ColumnElement[str]:
-        raise NotImplementedError
+        """The value as a string, NULL when it is not one."""
 
     def ordered_string(self) -> ColumnElement[str]:
         """The string value for ordering: by code point like MongoDB, not by locale."""
