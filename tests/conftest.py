@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.llama_server",
     "tests.fixtures.embeddings",
     "tests.fixtures.openbao",
+    "tests.fixtures.audio_server",
 ]

@@ -44,8 +44,34 @@ class Settings(BaseSettings):
         "Deployment environment; production refuses embedded fallbacks.",
         "production",
     )
+    production_allowed_fallbacks: str = setting(
+        "",
+        "Comma-separated embedded fallbacks a production process may run on anyway: "
+        "`sqlite`, `embedded_redis`, `local_objects`, `local_lancedb`, `env_secrets`. "
+        "With `VOCALIS_ENV=production` any other fallback in use refuses the start.",
+        "env_secrets",
+    )
     host: str = setting("127.0.0.1", "Interface the API server binds to.", "0.0.0.0")
     port: int = setting(8000, "Port the API server listens on.", "8080")
+    internal_port: int = setting(
+        0,
+        "Second port of the API server, for the cluster only (probes, Prometheus): "
+        "`/readyz` there names each backend's adapter and error without a token. "
+        "0 = none (then only an owner or admin key gets those details).",
+        "8081",
+    )
+    serve_workers: int = setting(
+        0,
+        "API server processes; 0 = one per CPU core (at most 4) under `vocalis run` / "
+        "`make run`, 1 under `vocalis serve`.",
+        "2",
+    )
+    shutdown_timeout_s: float = setting(
+        20.0,
+        "Seconds a stopping process gives in-flight requests, realtime sessions and tasks "
+        "to finish before it closes them (keep it under the orchestrator's grace period).",
+        "25",
+    )
     data_dir: Path = setting(
         Path(".data"),
         "Directory for everything the embedded defaults keep on disk (SQLite file, "
@@ -54,7 +80,8 @@ class Settings(BaseSettings):
     )
     public_base_url: str = setting(
         "",
-        "Base URL clients use to reach the API (used in links); empty = derived.",
+        "Base URL clients use to reach the API: the OpenAPI server URL and the base of URLs "
+        "that carriers call back; empty = the request's own host.",
         "https://vocalis.example.com",
     )
 
@@ -164,11 +191,48 @@ class Settings(BaseSettings):
     )
 
     # --- models -------------------------------------------------------------------------
+    llm_model: str = setting(
+        "",
+        "The deployment's default chat model, used by agents whose `model.provider` is "
+        "`default` (agents that name no model); empty = the embedded extractive responder.",
+        "gpt-4o-mini",
+    )
+    llm_base_url: str = setting(
+        "",
+        "`/v1` base URL of the default model's OpenAI-compatible server (OpenAI, Ollama, "
+        "vLLM, llama.cpp); empty = api.openai.com. Set by the operator, so not SSRF-checked.",
+        "http://127.0.0.1:11434/v1",
+    )
+    llm_api_key_secret: str = setting(
+        "",
+        "Path of the default model's API key in the secrets store; empty = a keyless server.",
+        "llm/openai_api_key",
+    )
+    llm_timeout_s: float = setting(
+        30.0, "Seconds the default model may take per request (and per streamed chunk).", "60"
+    )
     llm_prices: dict[str, dict[str, float]] = setting(
         {},
         "LLM prices in USD per million tokens, by `provider/model` or model name, for cost "
         "accounting (`input` and `output`).",
         '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}',
+    )
+
+    # --- MCP tools --------------------------------------------------------------------
+    mcp_timeout_s: float = setting(
+        15.0, "Seconds one MCP operation (a tool listing or call, session included) may take.", "30"
+    )
+    mcp_max_result_bytes: int = setting(
+        65_536, "Largest MCP tool result passed to the model, in bytes (cut beyond).", "131072"
+    )
+    mcp_tools_cache_s: float = setting(
+        30.0, "Seconds an MCP server's tool listing is reused by agent turns.", "300"
+    )
+    mcp_stdio_servers: dict[str, dict[str, Any]] = setting(
+        {},
+        'Operator allow-list of stdio MCP servers, by name: `{"command": [...], "env": {}}`; '
+        "an organisation registers one with the URL `stdio:<name>`. Nothing else may run.",
+        '{"time": {"command": ["python", "-m", "mcp_server_time"]}}',
     )
 
     # --- HTTP and limits ---------------------------------------------------------------
@@ -183,6 +247,38 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = setting(
         100, "Bucket size: requests an API key may make at once before being limited.", "200"
+    )
+    rate_limit_classes: dict[str, dict[str, int]] = setting(
+        {
+            "reads": {"per_minute": 1200, "burst": 200},
+            "writes": {"per_minute": 600, "burst": 100},
+            "chat_turns": {"per_minute": 120, "burst": 30},
+            "uploads": {"per_minute": 60, "burst": 20},
+            "realtime_handshakes": {"per_minute": 60, "burst": 20},
+        },
+        "Each route class's own token bucket per API key (`per_minute` refill, `burst` size), "
+        "taken with the key's bucket above; a class or number left out keeps its default. "
+        "Routes declare their class (docs 3.1, Rate limits).",
+        '{"chat_turns": {"per_minute": 60, "burst": 10}}',
+    )
+    auth_failure_limit: int = setting(
+        30,
+        "Failed authentications (invalid, revoked or expired credentials) one client address "
+        "may make within `VOCALIS_AUTH_FAILURE_WINDOW_S`; beyond, every request from it with "
+        "a credential gets `429 auth_throttled` until the window closes. 0 = no throttle.",
+        "10",
+    )
+    auth_failure_window_s: int = setting(
+        60,
+        "The failed-authentication window per client address, in seconds (it opens at the "
+        "address's first failure).",
+        "300",
+    )
+    api_key_cache_ttl_s: float = setting(
+        1.0,
+        "How long a process remembers a live API key's grant (the principal cache), in "
+        "seconds; a revoked key is refused within this time (capped at 1; 0 = no cache).",
+        "0.5",
     )
     cors_origins: str = setting(
         "",
@@ -278,6 +374,13 @@ class Settings(BaseSettings):
         "Seconds between sweeps that dispatch events left undispatched (e.g. while the "
         "broker was down) and re-enqueue lost deliveries.",
         "2",
+    )
+    outbox_settle_held_after_s: float = setting(
+        60.0,
+        "Seconds after which the outbox sweep settles a conversation event still held for "
+        "its document-store change (the writer crashed or lost the database): released "
+        "when the change is in the document store, dropped otherwise.",
+        "120",
     )
     retention_interval_s: int = setting(
         3600, "Seconds between runs of the data-retention job.", "900"
@@ -390,17 +493,33 @@ class Settings(BaseSettings):
     )
 
     # --- voice -------------------------------------------------------------------------
-    voice_stt_engine: Literal["faster-whisper", "openai"] = setting(
+    voice_stt_engine: str = setting(
         "faster-whisper",
-        "Speech-to-text engine: offline faster-whisper, or any OpenAI-compatible "
+        "Speech-to-text engine, a registered name (docs/reference/speech-engines.md): "
+        "offline `faster-whisper`, or `openai` for any OpenAI-compatible "
         "`/v1/audio/transcriptions` endpoint.",
         "openai",
     )
     voice_whisper_model: str = setting(
         "tiny.en",
-        "faster-whisper model: `tiny.en` (the packaged, checksum-verified weights) or the "
-        "path of a CTranslate2 model directory holding a `SHA256SUMS` file.",
+        "faster-whisper model: `tiny.en` (the packaged, checksum-verified weights), `base` "
+        "(packaged Whisper base) or the path of a CTranslate2 model "
+        "directory holding a `SHA256SUMS` file.",
         "/models/whisper-base.en",
+    )
+    voice_phone_whisper_model: str = setting(
+        "base",
+        "faster-whisper model for telephone-band (8 kHz G.711) calls, same values as "
+        "`voice_whisper_model`; empty = the same model as wideband audio. Whisper base halves "
+        "tiny.en's word error rate on noisy 8 kHz speech (docs/05-internal-components.md).",
+        "tiny.en",
+    )
+    voice_whisper_language: str = setting(
+        "en",
+        "Language a multilingual Whisper model (`base`) transcribes when the client names "
+        "none; empty = detect it per utterance (about twice the CPU time). English-only "
+        "models (`tiny.en`) ignore it.",
+        "",
     )
     voice_whisper_beam_size: int = setting(
         5,
@@ -408,17 +527,49 @@ class Settings(BaseSettings):
         "at about the same speed on short utterances.",
         "1",
     )
-    voice_tts_engine: Literal["espeak", "piper", "openai"] = setting(
+    voice_tts_engine: str = setting(
+        "hibari",
+        "Text-to-speech engine, a registered name (docs/reference/speech-engines.md): "
+        "offline `hibari` (a natural voice, Apache-2.0), `espeak` (espeak-ng, GPL-3.0, "
+        "optional fallback), `piper` (GPL-3.0, extra `voice-piper`), or `openai` for any "
+        "OpenAI-compatible `/v1/audio/speech` endpoint.",
         "espeak",
-        "Text-to-speech engine: offline espeak-ng (GPL-3.0, optional), Piper (GPL-3.0, "
-        "optional, needs its adapter and voice installed), or any OpenAI-compatible "
-        "`/v1/audio/speech` endpoint.",
-        "openai",
+    )
+    voice_vad_engine: str = setting(
+        "silero",
+        "Voice-activity detection engine, a registered name (docs/reference/speech-engines.md).",
+        "silero",
+    )
+    voice_turn_detector: str = setting(
+        "smart-turn",
+        "End-of-turn detector, a registered name (docs/reference/speech-engines.md): "
+        "`smart-turn` (an end-of-turn model that hears whether the sentence is finished) or "
+        "`silence` (every pause the VAD finds ends the turn). Used by `semantic_vad` sessions "
+        "and raw-PCM calls; `server_vad` sessions always end turns on silence alone.",
+        "silence",
+    )
+    voice_turn_decision_silence_ms: int = setting(
+        200,
+        "Silence after which the end-of-turn model decides whether the turn is over.",
+        "250",
+    )
+    voice_turn_threshold: float = setting(
+        0.9,
+        "End-of-turn probability at or above which the turn ends at the decision; below it "
+        "the wait grows as the probability falls (`eagerness` `high` lowers it, `low` raises it).",
+        "0.8",
+    )
+    voice_turn_max_silence_ms: int = setting(
+        3000,
+        "Silence that ends a turn whatever the end-of-turn model says (the cap; `eagerness` "
+        "`high` halves it, `low` doubles it).",
+        "2000",
     )
     voice_default_voice: str = setting(
         "",
         "Voice used when an agent or request names none (or one the engine does not know); "
-        "empty = the engine's default (`en-us` for espeak-ng, `alloy` for OpenAI).",
+        "empty = the engine's default (`heart` for hibari, `en-us` for espeak-ng, `joe` for "
+        "Piper, `alloy` for OpenAI).",
         "en-gb",
     )
     voice_openai_base_url: str = setting(
@@ -466,6 +617,43 @@ class Settings(BaseSettings):
         "`conversation.item.input_audio_transcription.delta`); 0 = final transcripts only.",
         "1000",
     )
+    voice_speculation_pause_ms: int = setting(
+        200,
+        "Silence after which the reply is prepared speculatively (transcription, agent, the "
+        "first clause's synthesis) before the turn is confirmed; its audio is sent only once "
+        "the turn ends, and it is dropped without a trace if the user goes on. 0 = off.",
+        "250",
+    )
+    voice_interruption_onset_ms: int = setting(
+        64,
+        "Speech during the agent's answer that pauses its audio (the answer is cancelled only "
+        "once the interruption is confirmed, and resumes after a false one).",
+        "96",
+    )
+    voice_false_interruption_ms: int = setting(
+        1500,
+        "A paused answer resumes where it stopped when no words other than a backchannel "
+        '("uh-huh", "okay") or a cough came within this many milliseconds of the pause.',
+        "2000",
+    )
+    voice_backchannel_max_ms: int = setting(
+        900,
+        "Speech over the agent's answer longer than this is an interruption even before its "
+        "words are known.",
+        "1200",
+    )
+    voice_engine_threads: int = setting(
+        1,
+        "Intra-op threads of each speech model (STT, VAD, turn model), so the models do not "
+        "compete for the cores.",
+        "2",
+    )
+    voice_warm_engines: bool = setting(
+        True,
+        "Load and warm the speech engines when a server starts (no first-call penalty; never "
+        "with `VOCALIS_ENV=test`); off = on first use.",
+        "false",
+    )
     voice_client_secret_ttl_s: int = setting(
         600,
         "Default lifetime of a realtime client secret (`POST /v1/realtime/client_secrets`) "
@@ -477,6 +665,80 @@ class Settings(BaseSettings):
         "Store each voice turn's user and agent audio as WAV in the object store; the "
         "`voice.recording` flag can turn it off per organisation.",
         "false",
+    )
+    realtime_idle_timeout_s: int = setting(
+        300,
+        "A realtime conversation in which nobody speaks or types for this many seconds "
+        "ends with reason `timeout` (an agent's `limits.idle_timeout_s` overrides it).",
+        "120",
+    )
+    realtime_max_duration_s: int = setting(
+        3600,
+        "A realtime conversation ends with reason `max_duration` this many seconds after it "
+        "started (an agent's `limits.max_duration_s` overrides it).",
+        "1800",
+    )
+    realtime_disconnect_grace_s: float = setting(
+        30.0,
+        "Seconds a realtime conversation whose client went away waits to be resumed with "
+        "`conversation_id=` before it ends with reason `disconnected`.",
+        "10",
+    )
+    realtime_max_sessions_per_key: int = setting(
+        20,
+        "Realtime sessions one API key may have open at once (a client secret counts against "
+        "the key that minted it); one more is refused with `429 realtime_session_limit`. "
+        "0 = no limit.",
+        "50",
+    )
+    realtime_max_sessions_per_org: int = setting(
+        100,
+        "Realtime sessions one organisation may have open at once, all its keys together; "
+        "one more is refused with `429 realtime_session_limit`. 0 = no limit.",
+        "500",
+    )
+
+    # --- telephony ---------------------------------------------------------------------
+    telephony_twilio_api_base_url: str = setting(
+        "https://api.twilio.com",
+        "Base URL of Twilio's REST API (outbound calls, transfers, hang-ups); passes the "
+        "SSRF guard.",
+        "https://api.twilio.com",
+    )
+    telephony_telnyx_api_base_url: str = setting(
+        "https://api.telnyx.com",
+        "Base URL of Telnyx's Call Control API (answering, outbound calls, transfers, "
+        "hang-ups); passes the SSRF guard.",
+        "https://api.telnyx.com",
+    )
+    telephony_telnyx_public_key: str = setting(
+        "",
+        "Telnyx's Ed25519 webhook public key (base64, from the Mission Control portal); "
+        "Telnyx webhooks are refused while it is empty.",
+        "n054wODrZz4nAuXQvQ9eMrEUf8sJoprK8Hff/Wwl2Jw=",
+    )
+    telephony_webhook_tolerance_s: int = setting(
+        300,
+        "Largest age in seconds of a signed Telnyx webhook (`telnyx-timestamp`).",
+        "300",
+    )
+    telephony_stream_token_ttl_s: int = setting(
+        120,
+        "Lifetime in seconds of the signed token that lets a carrier open a call's media "
+        "stream (an outbound call must be answered within it).",
+        "60",
+    )
+    telephony_max_call_duration_s: int = setting(
+        3600,
+        "A phone call is hung up this many seconds after its media stream started (an "
+        "agent's `limits.max_duration_s` lowers it).",
+        "1800",
+    )
+    telephony_max_concurrent_calls_per_org: int = setting(
+        10,
+        "Phone calls (inbound and outbound) an organisation may have at once; further "
+        "`POST /v1/calls` get 429.",
+        "50",
     )
 
     # --- derived helpers ---------------------------------------------------------------

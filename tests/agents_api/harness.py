@@ -24,15 +24,17 @@ from fastapi import FastAPI
 
 from tests.api.conftest import Api, Tenant, make_settings
 from tests.fixtures.services import create_pg_database, drop_pg_database
-from vocalis.agents.runtime import EVENT_SINK_EXTRA, RETRIEVER_EXTRA, AgentRuntime, get_runtime
+from vocalis.agents.runtime import AgentRuntime, get_runtime
 from vocalis.app import create_app
-from vocalis.core.backends import Backends, build_backends
+from vocalis.core.backends import Backends
 from vocalis.core.migrate import upgrade
 from vocalis.core.scopes import Role
+from vocalis.events.registry import EVENTS
+from vocalis.knowledge.models import KnowledgeBase
 from vocalis.orgs import service as orgs
 from vocalis.ports.retriever import InMemoryRetriever, Passage
 from vocalis.settings import Settings
-from vocalis.webhooks.events import EVENTS
+from vocalis.wiring import build_backends
 
 AGENT_ROUTERS = (
     "vocalis.agents.api",
@@ -84,12 +86,21 @@ def build_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     return app
 
 
+async def knowledge_base_rows(backends: Backends, org_id: str, *kb_ids: str) -> None:
+    """Knowledge bases with these ids in the organisation (agents may name only existing
+    ones); their passages come from the in-memory retriever the test fills."""
+    async with backends.database.session() as session:
+        for kb_id in kb_ids:
+            if await session.get(KnowledgeBase, kb_id) is None:
+                session.add(KnowledgeBase(id=kb_id, org_id=org_id, name=kb_id))
+
+
 def install_fakes(backends: Backends) -> tuple[RecordedEvents, InMemoryRetriever]:
     """A recording event sink and an in-memory retriever in place of the real ones."""
     events = RecordedEvents()
     retriever = InMemoryRetriever()
-    backends.extras[EVENT_SINK_EXTRA] = events
-    backends.extras[RETRIEVER_EXTRA] = retriever
+    backends.events = events
+    backends.retriever = retriever
     return events, retriever
 
 
@@ -108,6 +119,9 @@ class AgentApi(Api):
     async def agent(self, tenant: Tenant, **fields: Any) -> dict[str, Any]:
         """Create an agent (defaults: a support agent on the extractive responder)."""
         body = {"name": "Support", "instructions": "Help Acme customers.", "knowledge_base_ids": []}
+        await knowledge_base_rows(
+            self.backends, tenant.org_id, *fields.get("knowledge_base_ids", ())
+        )
         response = await self.client.post("/v1/agents", json=body | fields, headers=tenant.headers)
         assert response.status_code == 201, response.text
         return dict(response.json())
@@ -197,7 +211,7 @@ class LiveServer:
     @property
     def events(self) -> RecordedEvents:
         """Events the server emitted."""
-        sink = self.server_backends.extras[EVENT_SINK_EXTRA]
+        sink = self.server_backends.events
         assert isinstance(sink, RecordedEvents)
         return sink
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.agents_api.harness import AgentApi
+from tests.agents_api.harness import AgentApi, knowledge_base_rows
 from vocalis.core.scopes import Role
 
 HTTP_TOOL = {
@@ -24,6 +24,7 @@ async def test_creating_an_agent_with_the_minimal_body_answers_201_with_defaults
     agent_api: AgentApi,
 ) -> None:
     acme = await agent_api.tenant("Acme")
+    await knowledge_base_rows(agent_api.backends, acme.org_id, "kb_1")
     response = await agent_api.client.post(
         "/v1/agents",
         json={"name": "Support", "instructions": "Be brief.", "knowledge_base_ids": ["kb_1"]},
@@ -34,7 +35,7 @@ async def test_creating_an_agent_with_the_minimal_body_answers_201_with_defaults
     assert agent["id"].startswith("agt_")
     assert agent["object"] == "agent"
     assert agent["version"] == 1
-    assert agent["model"]["provider"] == "extractive"
+    assert agent["model"]["provider"] == "default"  # the deployment's model, else extractive
     assert agent["knowledge_base_ids"] == ["kb_1"]
     assert agent["tools"] == []
 

@@ -13,11 +13,12 @@ from fastapi import FastAPI
 
 from tests.fixtures.services import create_pg_database, drop_pg_database
 from vocalis.app import create_app
-from vocalis.core.backends import Backends, build_backends
+from vocalis.core.backends import Backends
 from vocalis.core.migrate import upgrade
 from vocalis.core.scopes import Role
 from vocalis.orgs import service as orgs
 from vocalis.settings import Settings
+from vocalis.wiring import build_backends
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 from tests.api.conftest import Api
@@ -108,6 +110,49 @@ async def test_revoked_key_stops_working(api: Api) -> None:
         "/v1/org", headers={"Authorization": f"Bearer {created['key']}"}
     )
     assert response.status_code == 401
+
+
+async def test_a_cached_key_revoked_through_the_api_is_refused_at_once(api: Api) -> None:
+    acme = await api.tenant()
+    created = (
+        await api.client.post("/v1/api-keys", json={"name": "tmp"}, headers=acme.headers)
+    ).json()
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    assert (await api.client.get("/v1/org", headers=headers)).status_code == 200  # cached now
+    await api.client.delete(f"/v1/api-keys/{created['id']}", headers=acme.headers)
+    assert (await api.client.get("/v1/org", headers=headers)).status_code == 401
+
+
+async def test_a_cached_key_revoked_by_another_process_is_refused_within_a_second(
+    api: Api,
+) -> None:
+    """The principal cache: a key revoked where this process cannot see it (another worker,
+    or by hand in the database) is refused within `api_key_cache_ttl_s` (1 s)."""
+    from vocalis.core.security import CachedKeyStore
+    from vocalis.orgs import service
+
+    assert isinstance(api.app.state.api_keys, CachedKeyStore)
+    assert api.app.state.api_keys.ttl_s == api.settings.api_key_cache_ttl_s == 1.0
+    acme = await api.tenant()
+    extra = await api.key_for(acme, Role.VIEWER)
+    listed = (await api.client.get("/v1/api-keys", headers=acme.headers)).json()["data"]
+    [key_id] = [k["id"] for k in listed if k["name"] == Role.VIEWER.value]
+    assert (await api.client.get("/v1/org", headers=extra.headers)).status_code == 200
+    async with api.backends.database.session() as session:  # not through this app
+        await service.revoke_api_key(session=session, org_id=acme.org_id, key_id=key_id)
+    revoked_at = time.monotonic()
+    statuses: list[tuple[float, int]] = []
+    while time.monotonic() - revoked_at < 3.0:
+        sent = time.monotonic() - revoked_at
+        status = (await api.client.get("/v1/org", headers=extra.headers)).status_code
+        statuses.append((round(sent, 3), status))
+        assert status in (200, 401), statuses
+        if sent > 1.0:
+            # Every request sent more than one second after the revocation is refused.
+            assert status == 401, statuses
+            break
+        await asyncio.sleep(0.05)
+    assert statuses[-1][1] == 401, statuses
 
 
 async def test_expired_key_stops_working(api: Api) -> None:

@@ -11,7 +11,8 @@ async def test_healthz_answers(api: Api) -> None:
 
 
 async def test_readyz_lists_every_backend(api: Api) -> None:
-    response = await api.client.get("/readyz")
+    owner = await api.tenant()  # the details need an owner or admin key
+    response = await api.client.get("/readyz", headers=owner.headers)
     assert response.status_code == 200, response.text
     backends = response.json()["backends"]
     assert set(backends) == {"database", "redis", "documents", "objects", "secrets"}
@@ -23,7 +24,8 @@ async def test_readyz_is_503_naming_a_failing_backend(sqlite_api: Api) -> None:
         raise ConnectionError("connection refused")
 
     sqlite_api.backends.redis.ping = broken  # type: ignore[method-assign]
-    response = await sqlite_api.client.get("/readyz")
+    owner = await sqlite_api.tenant()
+    response = await sqlite_api.client.get("/readyz", headers=owner.headers)
     assert response.status_code == 503
     assert response.json()["failing"] == ["redis"]
     assert "connection refused" in response.json()["backends"]["redis"]["detail"]

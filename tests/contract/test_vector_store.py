@@ -70,12 +70,7 @@ async def _lancedb(tmp_path: Path) -> AsyncIterator[VectorStore]:
 
 
 async def _weaviate() -> AsyncIterator[VectorStore]:
-    url = os.environ.get("WEAVIATE_URL")
-    if not url:
-        pytest.skip(
-            "WEAVIATE_URL is not set: no Weaviate server runs here; the Weaviate adapter is "
-            "tested at its boundary in tests/unit/test_weaviate_adapter.py"
-        )
+    url = os.environ["WEAVIATE_URL"]
     from vocalis.adapters.weaviate_vector_store import WeaviateVectorStore, connect_weaviate
 
     grpc_port = os.environ.get("WEAVIATE_GRPC_PORT")
@@ -94,7 +89,13 @@ async def _weaviate() -> AsyncIterator[VectorStore]:
         await store.close()
 
 
-@pytest.fixture(params=["lancedb", "weaviate"])
+# No package bundles a Weaviate server, so none runs on these machines (DESIGN.md, vectors):
+# the suite runs against a real one only where WEAVIATE_URL names it, and the adapter's own
+# boundary is covered by tests/unit/test_weaviate_adapter.py everywhere.
+STORES = ["lancedb", *(["weaviate"] if os.environ.get("WEAVIATE_URL") else [])]
+
+
+@pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStore]:
     """A fresh, empty store of each adapter."""
     factory = _lancedb(tmp_path) if request.param == "lancedb" else _weaviate()

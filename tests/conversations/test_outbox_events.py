@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from tests.agents_api.harness import AgentApi
-from vocalis.agents.runtime import EVENT_SINK_EXTRA
 from vocalis.events.models import OutboxEvent
+from vocalis.events.outbox import outbox_sink
 from vocalis.workers import publish
 
 
@@ -15,7 +15,7 @@ async def test_conversation_started_and_ended_are_recorded_in_the_outbox(
 ) -> None:
     api = sqlite_agent_api
     publish.configure(api.settings)  # the after-commit publish goes to the test's Redis
-    del api.backends.extras[EVENT_SINK_EXTRA]  # back to the default sink: the outbox
+    api.backends.events = outbox_sink(api.backends.database)  # back to the outbox
     acme = await api.tenant("Acme")
     agent = await api.agent(acme)
     conversation = await api.conversation(acme, agent["id"])
@@ -30,4 +30,4 @@ async def test_conversation_started_and_ended_are_recorded_in_the_outbox(
         ).all()
     assert [row.type for row in rows] == ["conversation.started", "conversation.ended"]
     assert {row.data["conversation_id"] for row in rows} == {conversation["id"]}
-    assert rows[1].data["reason"] == "ended_by_client"
+    assert rows[1].data["reason"] == "user_ended"

@@ -48,7 +48,7 @@ def _k8s_objects() -> list[dict[str, Any]]:
         doc
         for path in sorted(K8S.rglob("*.yaml"))
         for doc in _documents(path)
-        if "kind" in doc and doc["kind"] != "Kustomization"
+        if "kind" in doc and doc["kind"] not in ("Kustomization", "Component")
     ]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vocalis.core.doctor import diagnose
 from vocalis.settings import Settings
+from vocalis.wiring.doctor import diagnose
 
 
 async def test_doctor_reports_every_backend_ok(tmp_path: Path, redis_url: str) -> None:
@@ -33,3 +33,14 @@ async def test_doctor_names_a_wrong_database_url(tmp_path: Path, redis_url: str)
         database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none",
     )
     assert "database" in await diagnose(settings, echo=lines.append)
+
+
+async def test_doctor_names_the_fallbacks_production_would_refuse(
+    tmp_path: Path, redis_url: str
+) -> None:
+    lines: list[str] = []
+    settings = Settings(data_dir=tmp_path, redis_url=redis_url, env="production")
+    failing = await diagnose(settings, echo=lines.append)
+    assert failing[0] == "production"
+    refusal = next(line for line in lines if line.startswith("FAIL production"))
+    assert "sqlite" in refusal and "embedded_redis" not in refusal

@@ -90,7 +90,8 @@ def test_run_serves_with_no_external_service_and_keeps_data(data_dir: Path) -> N
     first = Server(data_dir, port)
     try:
         key = first.key_line()
-        ready = first.wait_ready().json()
+        first.wait_ready()
+        ready = httpx.get(f"{first.base}/readyz", headers={"Authorization": f"Bearer {key}"}).json()
         assert set(ready["backends"]) >= {"database", "redis", "documents", "objects", "secrets"}
         assert ready["backends"]["database"]["adapter"] == "sqlite"
         assert ready["backends"]["redis"]["adapter"] == "embedded"

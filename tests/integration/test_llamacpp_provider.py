@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from tests.fixtures.llama_server import MODEL_ALIAS, llama_server_url  # noqa: F401
+from vocalis.adapters.openai_chat import OpenAIChatModel
 from vocalis.agents.events import FinalMessage, TextDelta, ToolCallEvent, ToolResultEvent
+from vocalis.agents.extractive import ExtractiveResponder
 from vocalis.agents.graph import (
     AgentContext,
     AgentSpec,
@@ -19,9 +21,10 @@ from vocalis.agents.graph import (
     build_agent_graph,
     run_agent,
 )
-from vocalis.agents.providers import ProviderConfig, build_chat_model
+from vocalis.agents.providers import FallbackChatModel
 from vocalis.agents.tools.base import build_toolbox
 from vocalis.core.ssrf import Allowlist
+from vocalis.ports.llm import ChatEndpoint
 
 ORDERS: list[str] = []
 
@@ -52,9 +55,8 @@ def orders_api() -> Iterator[str]:
 
 def context(url: str, conversation_id: str, **agent: Any) -> AgentContext:
     tools = agent.pop("tools", [])
-    model = build_chat_model(
-        ProviderConfig(model=MODEL_ALIAS, base_url=url, provider="llamacpp", timeout_s=60)
-    )
+    endpoint = ChatEndpoint(model=MODEL_ALIAS, base_url=url, provider="llamacpp", timeout_s=60)
+    model = FallbackChatModel([OpenAIChatModel(endpoint), ExtractiveResponder()])
     return AgentContext(
         org_id="org_it",
         conversation_id=conversation_id,

@@ -26,13 +26,12 @@ from tests.api.conftest import Api, Tenant
 from tests.fixtures import polling
 from vocalis.app import ROUTERS, create_app
 from vocalis.core import object_keys
-from vocalis.core.backends import build_backends
 from vocalis.core.migrate import upgrade
 from vocalis.events.models import OutboxEvent
-from vocalis.knowledge import backends as knowledge_backends
 from vocalis.knowledge import ingest
 from vocalis.knowledge.models import KnowledgeDocument
 from vocalis.settings import Settings
+from vocalis.wiring import build_backends
 from vocalis.workers import publish
 from vocalis.workers.lifecycle import api_background
 
@@ -242,7 +241,7 @@ async def object_keys_of(api: Api, org_id: str) -> list[str]:
 
 async def vectors_of(api: Api, org_id: str, kb_id: str | None = None) -> int:
     """Chunks the vector store holds for an organisation (or one knowledge base)."""
-    store = (await knowledge_backends.engines(api.backends)).vector_store
+    store = (await api.backends.knowledge.get()).vector_store
     return await store.count(org_id, kb_id)
 
 

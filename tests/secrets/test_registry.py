@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 import vocalis
+from vocalis.adapters.env_secrets import env_name
+from vocalis.adapters.vault_secrets import kv_location
 from vocalis.secrets.registry import SECRET_PATHS, declare, vault_paths
 from vocalis.settings import Settings
 from vocalis.webhooks.secret_box import SECRET_PATH as WEBHOOK_KEY_PATH
@@ -58,7 +60,7 @@ def test_a_path_cannot_be_declared_twice() -> None:
 
 
 def test_the_reference_lists_each_path_with_its_vault_location_and_env_name() -> None:
-    text = vault_paths()
+    text = vault_paths(kv_location=kv_location, env_name=env_name)
     assert "| `llm/openai_api_key`" not in text
     assert "`secret/vocalis/s3` → `access_key_id`" in text
     assert "`VOCALIS_SECRET_WEBHOOKS__ENCRYPTION_KEY`" in text

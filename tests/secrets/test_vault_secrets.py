@@ -29,10 +29,10 @@ from vocalis.adapters.vault_secrets import (
     VaultUnavailable,
     kv_location,
 )
-from vocalis.core.backends import build_secrets
 from vocalis.core.errors import BackendUnavailable
 from vocalis.ports.secrets import SecretNotFound, SecretProvider
 from vocalis.settings import Settings
+from vocalis.wiring import build_secrets
 
 READ_POLICY = "vocalis-tests-read"
 

@@ -58,7 +58,16 @@ TEMPLATE_SECTIONS: tuple[tuple[str, str], ...] = (
 
 # Names in the prose that are not settings: the shell variable `vocalis run` prints and the
 # test suite's own variables. `VOCALIS_SECRET_*` names are secret paths, not settings.
-NOT_SETTINGS = frozenset({"VOCALIS_API_KEY", "VOCALIS_TEST_PG_DSN", "VOCALIS_TEST_REDIS_URL"})
+# Variables the docs name that are not settings: the CLI's key, the test suite's switches.
+NOT_SETTINGS = frozenset(
+    {
+        "VOCALIS_API_KEY",
+        "VOCALIS_TEST_PG_DSN",
+        "VOCALIS_TEST_REDIS_URL",
+        "VOCALIS_SCHEMATHESIS_LONG",
+        "VOCALIS_DOCS_SOURCE_URL",
+    }
+)
 SECRET_ENV_PREFIX = "VOCALIS_SECRET_"
 
 _FENCE = re.compile(r"^(```|~~~)")

@@ -258,13 +258,31 @@ def test_stdlib_message_and_extra_fields_are_redacted(configure: Configure) -> N
 
 def test_a_library_logger_with_its_own_handler_is_taken_over(configure: Configure) -> None:
     own = io.StringIO()
+    worker = logging.getLogger("celery.worker")
+    worker.addHandler(logging.StreamHandler(own))
+    worker.propagate = False
+    try:
+        stream = configure()
+        worker.info("%s ready", "celery@host")
+        assert only_line(stream)["event"] == "celery@host ready"
+        assert own.getvalue() == ""
+    finally:
+        worker.handlers.clear()
+        worker.propagate = True
+
+
+def test_the_servers_access_log_is_silenced_our_request_line_replaces_it(
+    configure: Configure,
+) -> None:
+    """One log line per request: uvicorn's access line is not written (nor formatted:
+    uvicorn checks `hasHandlers()`), the middleware's `http_request` line is the access log."""
     access = logging.getLogger("uvicorn.access")
-    access.addHandler(logging.StreamHandler(own))
-    access.propagate = False
+    access.addHandler(logging.StreamHandler(io.StringIO()))
+    access.propagate = True
     stream = configure()
+    assert not access.hasHandlers()
     access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/healthz", "1.1", 200)
-    assert only_line(stream)["event"] == '127.0.0.1:5000 - "GET /healthz HTTP/1.1" 200'
-    assert own.getvalue() == ""
+    assert stream.getvalue() == ""
 
 
 def test_python_warnings_come_out_as_json(configure: Configure) -> None:

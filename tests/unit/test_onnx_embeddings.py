@@ -18,6 +18,7 @@ from vocalis.adapters.onnx_embeddings import (
     OnnxEmbedder,
     OnnxModelFiles,
     installed_model_files,
+    plan_batches,
 )
 from vocalis.ports.embeddings import Embedder
 
@@ -54,6 +55,55 @@ async def test_order_is_kept_across_length_sorted_batches(onnx_embedder: OnnxEmb
     batched = await onnx_embedder.embed(texts)
     for text, vector in zip(texts, batched, strict=True):
         assert vector == pytest.approx((await onnx_embedder.embed([text]))[0], abs=1e-4)
+
+
+def test_batches_are_cut_by_rows_and_by_padded_tokens() -> None:
+    lengths = [5, 5, 6, 100, 120, 130, 300]
+    batches = plan_batches(lengths, max_rows=2, max_tokens=260)
+    assert [list(b) for b in batches] == [[0, 1], [2, 3], [4, 5], [6]]
+    # every text lands in exactly one batch, in order
+    assert [i for b in batches for i in b] == list(range(len(lengths)))
+    for batch in batches:
+        rows = len(batch)
+        assert rows <= 2
+        assert rows == 1 or rows * lengths[batch[-1]] <= 260  # padded to its longest
+    assert [list(b) for b in plan_batches([10] * 5, max_rows=8, max_tokens=30)] == [
+        [0, 1, 2],
+        [3, 4],
+    ]
+    assert plan_batches([], max_rows=4, max_tokens=512) == []
+
+
+async def test_token_budget_and_parallel_streams_give_one_at_a_time_vectors() -> None:
+    """The throughput fix (small length-sorted batches padded only to their own longest
+    text, run on parallel single-core streams) must not change a single vector: every
+    text embedded together equals the text embedded alone, padded nowhere."""
+    texts = [
+        f"Section {i}. " + "refund policy for damaged devices " * (i % 9 * 5) for i in range(24)
+    ]
+    texts += ["short", "", "ok " * 400]  # a one-word text, an empty one, one past 256 tokens
+    fast = OnnxEmbedder(batch_size=32, batch_tokens=300, threads=2)
+    alone = OnnxEmbedder(batch_size=1, batch_tokens=1, threads=1)
+    try:
+        assert fast.streams == 2
+        together = fast.embed_array(texts)
+        one_by_one = np.array([alone.embed_sync([text])[0] for text in texts])
+        assert together.shape == (len(texts), DIMENSIONS)
+        assert np.abs(together - one_by_one).max() < 1e-5
+        assert np.linalg.norm(together, axis=1) == pytest.approx([1.0] * len(texts), abs=1e-5)
+        # the async path and the list form agree with the array form
+        assert np.array(await fast.embed(texts)) == pytest.approx(together, abs=1e-6)
+    finally:
+        fast.close()
+        alone.close()
+
+
+async def test_the_session_has_no_spinning_thread_pool(onnx_embedder: OnnxEmbedder) -> None:  # noqa: F811
+    """Parallelism is one single-core run per stream: no intra-op pool to spin on."""
+    onnx_embedder.load()
+    options = onnx_embedder._session.get_session_options()  # type: ignore[union-attr]
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 async def test_embedding_runs_off_the_event_loop(onnx_embedder: OnnxEmbedder) -> None:  # noqa: F811

@@ -19,16 +19,16 @@ from tests.agents_api.harness import (
     build_app,
     create_tenant,
     install_fakes,
+    knowledge_base_rows,
 )
 from tests.api.conftest import make_settings
 from tests.voice.helpers import KNOWLEDGE, POLICIES_MARKDOWN, VoiceServer
 from vocalis.adapters.espeak_tts import EspeakTTS
-from vocalis.agents.runtime import RETRIEVER_EXTRA
-from vocalis.core.backends import build_backends
 from vocalis.core.migrate import upgrade
 from vocalis.knowledge import ingest
 from vocalis.knowledge.retrieval import KnowledgeRetriever
 from vocalis.ports.retriever import InMemoryRetriever
+from vocalis.wiring import build_backends
 
 
 @pytest.fixture(scope="session")
@@ -118,9 +118,10 @@ async def voice_live(tmp_path: Path, redis_url: str) -> AsyncIterator[LiveServer
 @pytest.fixture
 async def voice_server(voice_live: LiveServer) -> AsyncIterator[VoiceServer]:
     """The live server, with a knowledge base in its retriever and an agent answering from it."""
-    retriever = voice_live.server_backends.extras[RETRIEVER_EXTRA]
+    retriever = voice_live.server_backends.retriever
     assert isinstance(retriever, InMemoryRetriever)
     retriever.add(voice_live.tenant.org_id, "kb_store", KNOWLEDGE)
+    await knowledge_base_rows(voice_live.backends, voice_live.tenant.org_id, "kb_store")
     async with voice_live.client() as http:
         response = await http.post(
             "/v1/agents",
@@ -140,7 +141,11 @@ async def knowledge_voice_server(voice_live: LiveServer) -> AsyncIterator[VoiceS
     API and ingested (extract, chunk, embed with the ONNX model, index in LanceDB), and an
     agent answering from it through the knowledge service's retriever."""
     server_backends = voice_live.server_backends
-    server_backends.extras[RETRIEVER_EXTRA] = KnowledgeRetriever(server_backends)
+    server_backends.retriever = KnowledgeRetriever(
+        settings=server_backends.settings,
+        database=server_backends.database,
+        knowledge=server_backends.knowledge,
+    )
     async with voice_live.client() as http:
         kb = await http.post("/v1/knowledge-bases", json={"name": "Store policies"})
         assert kb.status_code == 201, kb.text

@@ -8,9 +8,9 @@ import base64
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import openai
@@ -19,10 +19,11 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.agents_api.harness import LiveServer
 from vocalis.adapters.espeak_tts import EspeakTTS
+from vocalis.core import audio
+from vocalis.core.audio import AudioFormat
 from vocalis.ports.retriever import Passage
-from vocalis.ports.tts import synthesize
-from vocalis.voice import audio
-from vocalis.voice.audio import AudioFormat
+from vocalis.ports.tts import TextToSpeech, synthesize
+from vocalis.voice.wer import word_error_rate
 
 WARRANTY = (
     "The warranty covers every appliance for two full years from the day it is delivered to "
@@ -106,8 +107,9 @@ def wire_format(name: str) -> AudioFormat:
     return AudioFormat.parse(FORMATS[name])
 
 
-async def speech(espeak: EspeakTTS, text: str, fmt: AudioFormat) -> bytes:
-    """`text` spoken by espeak-ng, as wire bytes in `fmt`."""
+async def speech(espeak: TextToSpeech, text: str, fmt: AudioFormat) -> bytes:
+    """`text` spoken by `espeak` (espeak-ng unless a test brings another caller voice), as
+    wire bytes in `fmt`."""
     pcm = await synthesize(espeak, text)
     return audio.encode(audio.resample(pcm, espeak.sample_rate, fmt.sample_rate), fmt)
 
@@ -194,6 +196,10 @@ class Received:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def events_of(self, response_id: str) -> list[dict[str, Any]]:
+        """The events of one response, in order."""
+        return [e for _, e in self.events if e.get("response_id") == response_id]
 
     def at(self, event: dict[str, Any]) -> float:
         """When an event arrived."""
@@ -289,3 +295,217 @@ class Microphone:
             await self._send(frame)
             tick += 1
             await asyncio.sleep(max(0.0, began + tick * self._chunk_ms / 1000.0 - time.monotonic()))
+
+
+# --- one spoken scenario, any transport ---------------------------------------------------------
+SPOKEN_QUESTIONS = {
+    "What is your refund policy?": "thirty days",
+    "When is the support line open?": "Monday to Friday",
+    "How long does shipping to Canada take?": "five to seven business days",
+}
+MAX_WER = 0.15
+LATENCY_PARTS = ("endpointing", "stt", "first_token", "first_audio_byte")
+
+
+@dataclass
+class SpokenTurn:
+    """One question and its answer, as a caller on some transport saw them."""
+
+    transcript: str  # what the server heard the caller say
+    status: str
+    answer: str  # the transcript of the spoken answer
+    audio: bytes  # the answer's audio, PCM16
+    sample_rate: int
+    citations: list[dict[str, Any]]
+    latency_ms: dict[str, float]
+
+
+class SpokenCall(Protocol):
+    """A caller's connection on one transport."""
+
+    fmt: AudioFormat
+
+    async def send(self, chunk: bytes) -> None:
+        """Send one frame of the caller's audio (wire bytes in `fmt`)."""
+
+    async def answered(self, count: int, timeout: float) -> None:
+        """Wait until `count` answers are done."""
+
+    def turns(self) -> list[SpokenTurn]:
+        """The turns so far."""
+
+
+async def ask_spoken_questions(
+    call: SpokenCall, espeak: EspeakTTS, questions: Iterable[str] = SPOKEN_QUESTIONS
+) -> list[SpokenTurn]:
+    """Ask each question aloud, pausing after it as a caller does, and wait for each answer."""
+    for number, question in enumerate(questions, start=1):
+        await stream(call.send, await speech(espeak, question, call.fmt), call.fmt)
+        await open_mic_until_answered(call, number)
+    return call.turns()
+
+
+async def open_mic_until_answered(call: SpokenCall, number: int, timeout: float = 60) -> None:
+    """Keep the microphone open (silence in real time) until the `number`-th answer is done.
+
+    Turns end on the audio's own clock: a caller whose microphone goes on streaming ends
+    its turn after the pause the turn model asks for (up to `voice_turn_max_silence_ms`).
+    """
+    answered = asyncio.create_task(call.answered(number, timeout=timeout))
+    frame, chunk_s = silence_in(call.fmt, 0.02), 0.02
+    try:
+        next_at = time.monotonic()
+        while not answered.done():
+            await call.send(frame)
+            next_at += chunk_s
+            await asyncio.wait({answered}, timeout=max(0.0, next_at - time.monotonic()))
+        await answered
+    finally:
+        answered.cancel()
+
+
+def check_spoken_answers(turns: list[SpokenTurn], questions: dict[str, str]) -> None:
+    """Accurate transcripts, and spoken answers that state the fact and cite the knowledge."""
+    assert len(turns) == len(questions)
+    transcripts = [turn.transcript for turn in turns]
+    assert word_error_rate(list(questions), transcripts) <= MAX_WER, transcripts
+    for number, (turn, fact) in enumerate(zip(turns, questions.values(), strict=True)):
+        assert turn.status == "completed"
+        assert len(turn.audio) % 2 == 0
+        assert 1.0 < audio.duration_seconds(turn.audio, turn.sample_rate) < 20.0
+        assert loudness(turn.audio) > 500, f"answer {number} is silent"
+        assert fact.lower() in turn.answer.lower()
+        assert turn.citations, "the answer cites the knowledge base"
+        for part in LATENCY_PARTS:
+            assert turn.latency_ms[part] > 0, part
+
+
+class OpenAIRealtimeCall:
+    """The official SDK's realtime client, streaming `input_audio_buffer.append` (24 kHz PCM)."""
+
+    def __init__(self, connection: Any, received: Received) -> None:
+        self.connection, self.received = connection, received
+        self.fmt = wire_format("pcm24")
+
+    async def send(self, chunk: bytes) -> None:
+        """Append one frame."""
+        await self.connection.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+
+    async def answered(self, count: int, timeout: float) -> None:
+        """Wait for the `count`-th `response.done`."""
+        await self.received.wait_for("response.done", count=count, timeout=timeout)
+
+    def turns(self) -> list[SpokenTurn]:
+        """Each `response.done` with the transcript it answered and its audio."""
+        heard = self.received.of("conversation.item.input_audio_transcription.completed")
+        turns = []
+        for transcribed, done in zip(heard, self.received.of("response.done"), strict=False):
+            response = done["response"]
+            mine = [
+                e
+                for e in self.received.events_of(response["id"])
+                if e["type"] == "response.output_audio.delta"
+            ]
+            answer = next(
+                e["transcript"]
+                for e in self.received.events_of(response["id"])
+                if e["type"] == "response.output_audio_transcript.done"
+            )
+            turns.append(
+                SpokenTurn(
+                    transcript=transcribed["transcript"],
+                    status=response["status"],
+                    answer=answer,
+                    audio=pcm_of([e["delta"] for e in mine], self.fmt),
+                    sample_rate=self.fmt.sample_rate,
+                    citations=done["vocalis"]["citations"],
+                    latency_ms=done["vocalis"]["latency_ms"],
+                )
+            )
+        return turns
+
+
+@contextlib.asynccontextmanager
+async def openai_realtime_call(server: VoiceServer) -> AsyncIterator[OpenAIRealtimeCall]:
+    """A realtime session asking for spoken answers in 24 kHz PCM."""
+    received = Received()
+    client = server.openai()
+    async with client.realtime.connect(model=server.agent_id) as connection:
+        reader = asyncio.create_task(read_sdk(connection, received))
+        await received.wait_for("session.created")
+        await connection.session.update(session=audio_update("pcm24"))  # type: ignore[arg-type]
+        await received.wait_for("session.updated")
+        try:
+            yield OpenAIRealtimeCall(connection, received)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+class RawPcmCall:
+    """The raw-PCM WebSocket: binary 16 kHz PCM16 both ways, JSON events."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.fmt = wire_format("pcm16")
+        self.received = Received()
+        self.audio: dict[str, bytearray] = {}
+        self._response: str | None = None
+
+    async def read(self) -> None:
+        """Read events and audio until the socket closes (audio belongs to the open response)."""
+        async for message in self.ws:
+            if isinstance(message, bytes):
+                if self._response is not None:
+                    self.audio[self._response] += message
+                continue
+            event = json.loads(message)
+            if event["type"] == "response.started":
+                self._response = event["response_id"]
+                self.audio[self._response] = bytearray()
+            self.received.add(event)
+
+    async def send(self, chunk: bytes) -> None:
+        """Send one binary frame."""
+        await self.ws.send(chunk)
+
+    async def answered(self, count: int, timeout: float) -> None:
+        """Wait for the `count`-th `response.done`."""
+        await self.received.wait_for("response.done", count=count, timeout=timeout)
+
+    def turns(self) -> list[SpokenTurn]:
+        """Each `response.done` with the caller's transcript it answered and its audio."""
+        heard = [e for e in self.received.of("transcript") if e["role"] == "user"]
+        return [
+            SpokenTurn(
+                transcript=transcribed["text"],
+                status=done["status"],
+                answer=done["text"],
+                audio=bytes(self.audio[done["response_id"]]),
+                sample_rate=self.fmt.sample_rate,
+                citations=done["citations"],
+                latency_ms=done["latency_ms"],
+            )
+            for transcribed, done in zip(heard, self.received.of("response.done"), strict=False)
+        ]
+
+
+@contextlib.asynccontextmanager
+async def raw_pcm_call(server: VoiceServer) -> AsyncIterator[RawPcmCall]:
+    """A call on `WS /v1/voice/pcm`, ready to talk."""
+    url = (
+        server.live.base_url.replace("http://", "ws://")
+        + f"/v1/voice/pcm?agent_id={server.agent_id}"
+    )
+    headers = {"Authorization": f"Bearer {server.live.tenant.key}"}
+    async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+        call = RawPcmCall(ws)
+        reader = asyncio.create_task(call.read())
+        await call.received.wait_for("ready")
+        try:
+            yield call
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader

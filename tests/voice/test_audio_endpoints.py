@@ -10,8 +10,8 @@ import pytest
 
 from tests.voice.helpers import VoiceServer, loudness
 from vocalis.adapters.espeak_tts import EspeakTTS
+from vocalis.core.audio import duration_seconds, wav_encode
 from vocalis.ports.tts import synthesize
-from vocalis.voice.audio import duration_seconds, wav_encode
 from vocalis.voice.wer import word_error_rate
 
 QUESTION = "How long does shipping to Canada take?"
@@ -107,3 +107,69 @@ async def test_raw_pcm_speech_is_streamed_as_it_is_synthesised(voice_server: Voi
     assert len(pcm) % 2 == 0
     assert duration_seconds(pcm, 24000) > 15.0
     assert loudness(pcm) > 500
+
+
+async def test_a_streamed_transcript_comes_as_delta_events_then_done(
+    voice_server: VoiceServer, question_wav: bytes
+) -> None:
+    """`stream=true`: OpenAI's `transcript.text.delta` events, then `transcript.text.done`."""
+    stream = await voice_server.openai().audio.transcriptions.create(
+        model="whisper-1", file=("question.wav", question_wav, "audio/wav"), stream=True
+    )
+    events = [event async for event in stream]
+    assert [e.type for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
+    assert len(events) >= 2
+    done = events[-1]
+    assert done.type == "transcript.text.done"
+    assert "".join(e.delta for e in events[:-1]).strip() == done.text  # type: ignore[union-attr]
+    assert word_error_rate([QUESTION], [done.text]) <= 0.15, done.text  # type: ignore[union-attr]
+
+
+async def test_word_and_segment_timestamps_come_with_verbose_json(
+    voice_server: VoiceServer, question_wav: bytes
+) -> None:
+    client = voice_server.openai()
+    file = ("question.wav", question_wav, "audio/wav")
+    both = await client.audio.transcriptions.create(
+        model="whisper-1",
+        file=file,
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
+    assert both.words and both.segments
+    said = [w.word.strip(".?,").lower() for w in both.words]
+    assert "canada" in said, said
+    starts = [w.start for w in both.words]
+    assert starts == sorted(starts) and all(w.end >= w.start for w in both.words)
+    assert both.words[-1].end <= both.duration + 0.5
+    words_only = await client.audio.transcriptions.create(
+        model="whisper-1",
+        file=file,
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
+    )
+    assert words_only.words and not words_only.segments
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.audio.transcriptions.create(
+            model="whisper-1", file=file, response_format="json", timestamp_granularities=["word"]
+        )
+    assert refused.value.code == "audio_parameter_unsupported"
+    assert isinstance(refused.value.body, dict)
+    assert refused.value.body["param"] == "timestamp_granularities"
+
+
+async def test_a_translation_is_english_text(
+    voice_server: VoiceServer, question_wav: bytes
+) -> None:
+    """The packaged English-only model hears English: its translation is the transcript."""
+    client = voice_server.openai()
+    translation = await client.audio.translations.create(
+        model="whisper-1", file=("question.wav", question_wav, "audio/wav")
+    )
+    assert word_error_rate([QUESTION], [translation.text]) <= 0.15, translation.text
+    verbose = await client.audio.translations.create(
+        model="whisper-1",
+        file=("question.wav", question_wav, "audio/wav"),
+        response_format="verbose_json",
+    )
+    assert verbose.text and verbose.language == "en"

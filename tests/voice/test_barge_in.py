@@ -22,7 +22,7 @@ from tests.voice.helpers import (
 from vocalis.adapters.espeak_tts import EspeakTTS
 from vocalis.agents.graph import conversation_messages
 from vocalis.agents.runtime import get_runtime
-from vocalis.voice.audio import duration_seconds
+from vocalis.core.audio import duration_seconds
 from vocalis.voice.pipeline import speakable
 
 # Silero needs 160 ms of speech to be sure, plus the frames in transit.

@@ -26,7 +26,7 @@ from tests.voice.helpers import (
     wire_format,
 )
 from vocalis.adapters.espeak_tts import EspeakTTS
-from vocalis.voice.audio import duration_seconds
+from vocalis.core.audio import duration_seconds
 from vocalis.voice.wer import word_error_rate
 
 # Telephone audio (G.711) is band-limited to 4 kHz: with the offline tiny.en model and

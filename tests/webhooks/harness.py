@@ -12,9 +12,9 @@ import httpx
 
 from tests.api.conftest import Api
 from vocalis.app import ROUTERS, create_app
-from vocalis.core.backends import build_backends
 from vocalis.core.migrate import upgrade
 from vocalis.settings import Settings
+from vocalis.wiring import build_backends
 from vocalis.workers import publish
 from vocalis.workers.lifecycle import api_background
 

@@ -21,6 +21,7 @@ from vocalis.webhooks.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from vocalis.wiring import secret_cipher, webhook_client
 
 
 async def _delivery(api: Api, receiver: Receiver, path: str) -> tuple[str, str]:
@@ -177,6 +178,10 @@ async def test_a_delivery_for_a_disabled_endpoint_is_skipped(
 
 def _with(backends: Backends, **changes: Any) -> Backends:
     """The same backends under changed settings (fresh HTTP client and secret box)."""
+    settings = backends.settings.model_copy(update=changes)
     return dataclasses.replace(
-        backends, settings=backends.settings.model_copy(update=changes), extras={}
+        backends,
+        settings=settings,
+        webhook_http=webhook_client(settings),
+        secret_box=secret_cipher(settings, backends.secrets),
     )

@@ -16,8 +16,8 @@ from tests.fixtures.polling import eventually
 from vocalis.core.errors import ValidationFailed
 from vocalis.events.models import OutboxEvent
 from vocalis.events.outbox import UnknownEventType, record_event
+from vocalis.events.registry import EVENTS
 from vocalis.webhooks import dispatch
-from vocalis.webhooks.events import EVENTS
 from vocalis.webhooks.models import WebhookDelivery
 
 ENDED = {
@@ -55,6 +55,7 @@ def test_the_registry_names_every_event_with_a_data_schema() -> None:
         "document.failed",
         "handoff.requested",
         "webhook.test",
+        "vocalis.dtmf",
     }
     for spec in EVENTS.values():
         schema = spec.schema()
@@ -102,6 +103,55 @@ async def test_a_committed_event_is_published_for_dispatch_right_away(sqlite_wh_
     [message] = messages
     assert message["headers"]["task"] == "vocalis.webhooks.dispatch_event"
     assert message["headers"]["argsrepr"] == repr([event.id])
+
+
+async def test_the_events_of_one_transaction_go_for_dispatch_in_one_message(
+    sqlite_wh_api: Api,
+) -> None:
+    tenant = await sqlite_wh_api.tenant()
+    started = {
+        "conversation_id": "cnv_1",
+        "agent_id": "agt_1",
+        "agent_version": 1,
+        "channel": "api",
+        "started_at": "2026-01-01T11:59:00Z",
+        "metadata": {},
+    }
+    async with sqlite_wh_api.backends.database.session() as session:
+        first = await record_event(
+            session=session, org_id=tenant.org_id, type="conversation.started", data=started
+        )
+        second = await record_event(
+            session=session, org_id=tenant.org_id, type="conversation.ended", data=ENDED
+        )
+    messages = await eventually(
+        lambda: _queued_tasks(sqlite_wh_api, "webhooks"), bool, timeout=5, what="the message"
+    )
+    [message] = messages
+    assert message["headers"]["task"] == "vocalis.webhooks.dispatch_events"
+    assert message["headers"]["argsrepr"] == repr([[first.id, second.id]])
+
+
+async def test_a_one_off_completions_end_starts_no_analysis(wh_api: Api) -> None:
+    tenant = await wh_api.tenant()
+    async with wh_api.backends.database.session() as session:
+        one_off = await record_event(
+            session=session,
+            org_id=tenant.org_id,
+            type="conversation.ended",
+            data={**ENDED, "reason": "completed"},
+        )
+        kept = await record_event(
+            session=session, org_id=tenant.org_id, type="conversation.ended", data=ENDED
+        )
+    await dispatch.dispatch_event(wh_api.backends, one_off.id)
+    await asyncio.sleep(0.3)
+    assert await _queued_tasks(wh_api, "analysis") == []
+    await dispatch.dispatch_event(wh_api.backends, kept.id)
+    [analysis] = await eventually(
+        lambda: _queued_tasks(wh_api, "analysis"), bool, timeout=5, what="the analysis"
+    )
+    assert analysis["headers"]["task"] == "vocalis.conversations.analysis.analyze"
 
 
 async def test_unknown_event_types_and_invalid_data_are_refused(sqlite_wh_api: Api) -> None:

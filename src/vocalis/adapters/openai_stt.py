@@ -11,9 +11,9 @@ from typing import Any, Literal
 import openai
 from openai import AsyncOpenAI
 
+from vocalis.core.audio import check_pcm16, duration_seconds, wav_encode
 from vocalis.core.errors import BackendUnavailable
 from vocalis.ports.stt import Transcript, TranscriptSegment
-from vocalis.voice.audio import check_pcm16, duration_seconds, wav_encode
 
 
 class OpenAISTT:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from vocalis.voice.audio import pcm16_to_float32
+from vocalis.core.audio import pcm16_to_float32
 
 WINDOW_SAMPLES = 512
 CONTEXT_SAMPLES = 64

@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     JSON,
     ColumnElement,
+    Connection,
+    Engine,
     Float,
     Index,
     String,
@@ -41,13 +44,13 @@ from sqlalchemy import (
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import UnaryExpression
 
-from vocalis.core.db import Base, Database, utcnow
+from vocalis.core.db import Base, Database, sqlite_file, sync_sqlite_engine, utcnow
 from vocalis.ports.document_store import Document, DuplicateKey, Filter, Sort
 
+T = TypeVar("T")
 TABLE_NAME = "json_documents"
 # Fields kept in columns rather than in the JSON body.
 ID_FIELD = "_id"
@@ -382,7 +385,13 @@ def _row(collection: str, org_id: str, doc: Mapping[str, Any]) -> dict[str, Any]
 
 
 class SqlDocumentStore:
-    """The document-store port over the `documents` table of a relational database."""
+    """The document-store port over the `documents` table of a relational database.
+
+    Each operation is one function of a synchronous connection, run in one hop: on SQLite
+    in the store's own thread over a synchronous engine on the same file (one thread
+    switch per operation, where the async driver switches threads for every cursor call),
+    on PostgreSQL through the async engine (`run_sync`).
+    """
 
     name = "sql"
 
@@ -392,6 +401,12 @@ class SqlDocumentStore:
         self._write_locks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             WeakKeyDictionary()
         )
+        self._sync: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if self._dialect == "sqlite" and sqlite_file(database.url):
+            self._sync = sync_sqlite_engine(database.url)
+            # One thread: SQLite admits one writer, and queueing here costs no busy waits.
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocalis-docs")
 
     def _scope(self, collection: str, org_id: str) -> ColumnElement[bool]:
         return and_(StoredDocument.collection == collection, StoredDocument.org_id == org_id)
@@ -413,23 +428,44 @@ class SqlDocumentStore:
             lock = self._write_locks[loop] = asyncio.Lock()
         return lock
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that holds the write lock from its first statement on SQLite."""
-        async with self._process_write_lock(), self._db.engine.connect() as conn:
-            if self._dialect == "sqlite":
-                # A deferred transaction would read, then upgrade to a write lock too late:
-                # two updaters (or processes) could both read the old body and lose a write.
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            yield conn
-            await conn.commit()
+    async def _run(
+        self, work: Callable[[Connection], T], *, write: bool = False, reads_first: bool = True
+    ) -> T:
+        """Run `work` on a connection in one hop; a write commits (on SQLite holding the
+        write lock from its first statement when it `reads_first`: a deferred transaction
+        would read, then upgrade too late, and two updaters could both read the old body)."""
+        immediate = write and reads_first and self._dialect == "sqlite"
+        if self._sync is not None:
+            engine = self._sync
+
+            def job() -> T:
+                with engine.connect() as conn:
+                    if immediate:
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    result = work(conn)
+                    if write:
+                        conn.commit()
+                    return result
+
+            return await asyncio.get_running_loop().run_in_executor(self._thread, job)
+        lock = self._process_write_lock() if write else nullcontext()
+        async with lock, self._db.engine.connect() as aconn:
+            if immediate:
+                await aconn.exec_driver_sql("BEGIN IMMEDIATE")
+            result = await aconn.run_sync(work)
+            if write:
+                await aconn.commit()
+            return result
 
     async def insert(self, collection: str, org_id: str, doc: Document) -> Document:
         """Insert one document (must carry `_id`); returns it with `org_id` set."""
         row = _row(collection, org_id, doc)
         try:
-            async with self._write() as conn:
-                await conn.execute(insert(StoredDocument), [row])
+            await self._run(
+                lambda conn: conn.execute(insert(StoredDocument), [row]),
+                write=True,
+                reads_first=False,
+            )
         except IntegrityError as exc:
             raise DuplicateKey(f"{collection}: _id {row['id']!r} already exists") from exc
         return {**doc, ORG_FIELD: org_id}
@@ -440,8 +476,11 @@ class SqlDocumentStore:
         if not rows:
             return 0
         try:
-            async with self._write() as conn:
-                await conn.execute(insert(StoredDocument), rows)
+            await self._run(
+                lambda conn: conn.execute(insert(StoredDocument), rows),
+                write=True,
+                reads_first=False,
+            )
         except IntegrityError:
             # Keep MongoDB's ordered semantics: what precedes the collision is stored.
             for doc in docs:
@@ -453,8 +492,7 @@ class SqlDocumentStore:
         query = select(StoredDocument.id, StoredDocument.org_id, StoredDocument.body).where(
             self._scope(collection, org_id), StoredDocument.id == doc_id
         )
-        async with self._db.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._run(lambda conn: conn.execute(query).first())
         return None if row is None else _to_document(row.id, row.org_id, row.body)
 
     async def find_one(self, collection: str, org_id: str, filter: Filter) -> Document | None:
@@ -482,15 +520,13 @@ class SqlDocumentStore:
             .limit(limit)
             .offset(skip or None)
         )
-        async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._run(lambda conn: conn.execute(query).all())
         return [_to_document(row.id, row.org_id, row.body) for row in rows]
 
     async def count(self, collection: str, org_id: str, filter: Filter | None = None) -> int:
         """How many documents match."""
         query = select(func.count()).where(self._where(collection, org_id, filter))
-        async with self._db.engine.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        return int(await self._run(lambda conn: conn.execute(query).scalar_one()))
 
     async def update_one(
         self, collection: str, org_id: str, filter: Filter, update: Mapping[str, Any]
@@ -505,24 +541,28 @@ class SqlDocumentStore:
         )
         if self._dialect == "postgresql":
             query = query.with_for_update()
-        async with self._write() as conn:
-            row = (await conn.execute(query)).first()
+        scope = self._scope(collection, org_id)
+
+        def work(conn: Connection) -> bool:
+            row = conn.execute(query).first()
             if row is None:
                 return False
-            await conn.execute(
+            conn.execute(
                 sql_update(StoredDocument)
-                .where(self._scope(collection, org_id), StoredDocument.id == row.id)
+                .where(scope, StoredDocument.id == row.id)
                 .values(body=apply_update(row.body, update))
             )
-        return True
+            return True
+
+        return await self._run(work, write=True)
 
     async def delete_many(self, collection: str, org_id: str, filter: Filter | None = None) -> int:
         """Delete every match; returns how many were deleted."""
-        async with self._write() as conn:
-            result = await conn.execute(
-                delete(StoredDocument).where(self._where(collection, org_id, filter))
-            )
-        return int(result.rowcount)
+        statement = delete(StoredDocument).where(self._where(collection, org_id, filter))
+        result = await self._run(
+            lambda conn: conn.execute(statement).rowcount, write=True, reads_first=False
+        )
+        return int(result)
 
     async def ensure_indexes(
         self, collection: str, fields: Sequence[Sequence[tuple[str, int]]]
@@ -539,4 +579,10 @@ class SqlDocumentStore:
         await self._db.ping()
 
     async def close(self) -> None:
-        """Nothing to release: the Database is shared and closed by its owner."""
+        """Release the SQLite thread and engine (the Database is closed by its owner)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+        if self._sync is not None:
+            self._sync.dispose()
+            self._sync = None

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from vocalis.admin import flags
 from vocalis.admin.schemas import DeadLetterOut, FlagOut, FlagSet
 from vocalis.core.deps import BackendsDep, SessionDep
-from vocalis.core.pagination import ListResource, Page, paginate
+from vocalis.core.pagination import ListResource, Page, created_before, paginate
 from vocalis.core.security import Principal, Scoped
+from vocalis.flags import overrides as flags
 from vocalis.workers import deadletters
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -23,10 +23,7 @@ _409: dict[int | str, dict[str, Any]] = {
 
 
 def _before(page: Page) -> tuple[datetime, str] | None:
-    position = page.position
-    if not position or "c" not in position or "id" not in position:
-        return None
-    return datetime.fromisoformat(str(position["c"])), str(position["id"])
+    return created_before(page.position)
 
 
 @router.get(

@@ -4,20 +4,33 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from vocalis.agents import service
-from vocalis.agents.runtime import runtime_lifespan
 from vocalis.agents.schemas import AgentCreate, AgentOut, AgentUpdate, AgentVersionOut
 from vocalis.core.deps import SessionDep
 from vocalis.core.errors import INVALID_CURSOR, RequestError
+from vocalis.core.openapi import error_responses
 from vocalis.core.pagination import ListResource, Page, paginate
 from vocalis.core.security import Principal, Scoped
 
-router = APIRouter(prefix="/v1", tags=["agents"], lifespan=runtime_lifespan)
+router = APIRouter(prefix="/v1", tags=["agents"])
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
 _404: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such agent (or another organisation's)."}
 }
+# What the service checks in a configuration before it stores a version.
+_REFERENCES = error_responses(
+    "outbound_url_forbidden",
+    "knowledge_base_not_found",
+    "agent_handoff_not_found",
+    "model_provider_not_found",
+    "model_not_offered",
+    "mcp_server_not_found",
+    "agent_runtime_unavailable",
+    status_400="A model URL is refused by the SSRF guard.",
+    status_422="The configuration names what the organisation lacks, or a runtime not installed.",
+)
 
 
 def _version_position(position: dict[str, Any] | None) -> int | None:
@@ -25,7 +38,7 @@ def _version_position(position: dict[str, Any] | None) -> int | None:
     if not position or "version" not in position:
         return None
     value = position["version"]
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_VERSION:
         raise RequestError("The cursor is malformed.", code=INVALID_CURSOR)
     return value
 
@@ -34,7 +47,13 @@ def _allowlist(request: Request) -> list[str]:
     return list(request.app.state.settings.outbound_allowlist_entries)
 
 
-@router.post("/agents", response_model=AgentOut, status_code=201, summary="Create an agent")
+@router.post(
+    "/agents",
+    response_model=AgentOut,
+    status_code=201,
+    responses=_REFERENCES,
+    summary="Create an agent",
+)
 async def create_agent(
     body: AgentCreate,
     request: Request,
@@ -42,6 +61,7 @@ async def create_agent(
     session: SessionDep,
 ) -> AgentOut:
     await service.check_model_urls(body, _allowlist(request))
+    await service.check_model_providers(session=session, org_id=principal.org_id, config=body)
     view = await service.create_agent(
         session=session, org_id=principal.org_id, config=body, created_by=principal.key_id
     )
@@ -70,7 +90,7 @@ async def get_agent(
 @router.patch(
     "/agents/{agent_id}",
     response_model=AgentOut,
-    responses=_404,
+    responses={**_404, **_REFERENCES},
     summary="Change an agent (creates a new version)",
 )
 async def update_agent(
@@ -83,6 +103,9 @@ async def update_agent(
     current = await service.get_agent(session=session, org_id=principal.org_id, agent_id=agent_id)
     config = service.apply_update(current.config, body)
     await service.check_model_urls(config, _allowlist(request))
+    await service.check_model_providers(
+        session=session, org_id=principal.org_id, config=config, previous=current.config
+    )
     view = await service.update_agent(
         session=session,
         org_id=principal.org_id,
@@ -134,10 +157,12 @@ async def list_versions(
 )
 async def get_version(
     agent_id: str,
-    version: int,
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
     principal: Annotated[Principal, Scoped("agents:read")],
     session: SessionDep,
 ) -> AgentVersionOut:
+    # A deleted agent is gone from the API, its versions too (they stay for transcripts).
+    await service.get_agent(session=session, org_id=principal.org_id, agent_id=agent_id)
     row = await service.get_version(
         session=session, org_id=principal.org_id, agent_id=agent_id, version=version
     )

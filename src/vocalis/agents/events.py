@@ -1,7 +1,9 @@
 """Events an agent turn streams to its caller (REST/SSE, WebSocket, chat completions).
 
 A turn yields, in order: zero or more `TextDelta`s, `ToolCallEvent`/`ToolResultEvent`
-pairs, `GuardFlag`s, perhaps a `HandoffEvent`, and always one `FinalMessage` last.
+pairs, `GuardFlag`s, perhaps a `HandoffEvent`, and always one `FinalMessage` last. A call
+of a client-side tool (`ToolCallEvent.client`) has no result event: the turn ends with a
+`FinalMessage` whose `awaiting_tool_calls` names the calls the caller must answer.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ToolCallEvent:
     id: str
     name: str
     arguments: str
+    client: bool = False  # a client-side tool: the caller runs it and sends its output
     type: Literal["tool.call"] = "tool.call"
 
 
@@ -116,6 +119,11 @@ class FinalMessage:
     handoff: bool = False
     end_conversation: bool = False
     replaced: bool = False
+    # Ids of client tool calls the turn ended waiting for; `content` is then only what the
+    # model said alongside the calls (often nothing), not a reply.
+    awaiting_tool_calls: tuple[str, ...] = ()
+    # Why the model's last generation ended: `stop`, `length` (max_tokens), `tool_calls`…
+    finish_reason: str = "stop"
     type: Literal["message.final"] = "message.final"
 
 

@@ -22,6 +22,8 @@ from vocalis.ports.llm import (
     ChatDelta,
     ChatMessage,
     ChatResult,
+    ProviderUnavailable,
+    ResponseFormat,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
@@ -224,9 +226,20 @@ class ExtractiveResponder:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
+        stop: Sequence[str] = (),
+        response_format: ResponseFormat | None = None,
     ) -> ChatResult:
         """The whole reply at once."""
-        return await collect(self.stream(messages, tools=tools, tool_choice=tool_choice))
+        return await collect(
+            self.stream(
+                messages,
+                tools=tools,
+                tool_choice=tool_choice,
+                max_tokens=max_tokens,
+                stop=stop,
+                response_format=response_format,
+            )
+        )
 
     async def stream(
         self,
@@ -237,17 +250,50 @@ class ExtractiveResponder:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
+        stop: Sequence[str] = (),
+        response_format: ResponseFormat | None = None,
     ) -> AsyncIterator[ChatDelta]:
-        """The reply word by word, then its tool call (if any), then usage."""
+        """The reply word by word, then its tool call (if any), then usage.
+
+        `stop` and `max_tokens` cut the reply (at a stop string; after `max_tokens`
+        estimated tokens, finish `length`). A `response_format` cannot be honoured by
+        sentences taken from passages: it is refused (`ProviderUnavailable`, so that the
+        caller hears why no model could answer), never ignored.
+        """
+        if response_format is not None:
+            raise ProviderUnavailable(
+                "No model answered, and the extractive responder cannot honour "
+                f"response_format {response_format.get('type')!r}.",
+                provider=PROVIDER,
+                model=MODEL,
+            )
         reply = self.decide(messages, tools, tool_choice)
-        for word in re.finditer(r"\S+\s*", reply.text):
+        text, cut = limit_text(reply.text, stop, max_tokens)
+        for word in re.finditer(r"\S+\s*", text):
             yield ChatDelta(text=word.group(0))
-        if reply.tool_call is not None:
-            call = reply.tool_call
+        call = reply.tool_call if not cut else None
+        if call is not None:
             yield ChatDelta(tool_call=ToolCallDelta(0, call.id, call.name, call.arguments))
-        usage = Usage(estimate_prompt_tokens(messages), estimate_tokens(reply.text), True)
-        finish = "tool_calls" if reply.tool_call else "stop"
+        usage = Usage(estimate_prompt_tokens(messages), estimate_tokens(text), True)
+        finish = "tool_calls" if call else cut or "stop"
         yield ChatDelta(usage=usage, finish_reason=finish, model=MODEL, provider=PROVIDER)
+
+
+def limit_text(text: str, stop: Sequence[str], max_tokens: int | None) -> tuple[str, str | None]:
+    """The text cut before its first stop string (`"stop"`), or after `max_tokens` estimated
+    tokens (`"length"`); the reason is None when nothing was cut."""
+    reason: str | None = None
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    if hits:
+        text, reason = text[: min(hits)], "stop"
+    if max_tokens is not None and estimate_tokens(text) > max_tokens:
+        kept: list[str] = []
+        for word in re.finditer(r"\S+\s*", text):
+            if estimate_tokens("".join(kept) + word.group(0)) > max_tokens:
+                break
+            kept.append(word.group(0))
+        text, reason = "".join(kept).rstrip(), "length"
+    return text, reason
 
 
 def _as_sentence(text: str) -> str:

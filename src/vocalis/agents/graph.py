@@ -6,7 +6,9 @@
 - `retrieve` fetches passages for the user's message through the `Retriever` port.
 - `generate` streams the model's answer (tools bound) and emits text deltas.
 - `tools` runs the requested tool calls; after `max_tool_iterations` rounds the model is
-  asked once more with no tools, so a looping model still ends with an answer.
+  asked once more with no tools, so a looping model still ends with an answer. Calls of
+  client-side tools (`ClientTool`, run by the caller) end the turn awaiting their outputs;
+  the next turn brings them (`ToolOutput`) and the model goes on from there.
 - `handoff` emits `handoff.requested` through the injected event sink.
 - `output_guard` fixes the final text and emits the `FinalMessage`.
 
@@ -24,7 +26,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Any, Literal, TypedDict
 
 import structlog
@@ -47,13 +49,22 @@ from vocalis.agents.events import (
     ToolResultEvent,
     TurnUsage,
 )
+from vocalis.agents.mcp_servers import McpServerUse
 from vocalis.agents.prompting import NumberedPassage, cited_numbers, format_passages, system_prompt
 from vocalis.agents.providers import CostLedger
 from vocalis.agents.telemetry import identity, span
 from vocalis.agents.tools.base import EventSink, Toolbox, ToolContext, ToolResult
+from vocalis.agents.tools.client import UNANSWERED_OUTPUT, ClientTool, ToolOutput
 from vocalis.core.ids import new_id
 from vocalis.core.ssrf import Allowlist, Resolver
-from vocalis.ports.llm import ChatMessage, ChatModel, ChatResultBuilder, ToolCall, close_stream
+from vocalis.ports.llm import (
+    ChatMessage,
+    ChatModel,
+    ChatResultBuilder,
+    ToolCall,
+    ToolSpec,
+    close_stream,
+)
 from vocalis.ports.retriever import NullRetriever, Passage, Retriever
 from vocalis.ports.secrets import SecretProvider
 
@@ -81,6 +92,10 @@ class AgentSpec:
 
     agent_id: str
     instructions: str = ""
+    name: str = ""
+    runtime: str = "langgraph"  # langgraph | openai_agents | crewai
+    handoffs: tuple[str, ...] = ()  # agents this one may hand the conversation to (SDK)
+    crew: Mapping[str, Any] | None = None  # members and process (`crewai` runtime)
     knowledge_base_ids: tuple[str, ...] = ()
     temperature: float | None = None
     max_tokens: int | None = None
@@ -88,7 +103,35 @@ class AgentSpec:
     # Forces the first generation of every turn to call this tool (e.g. a CRM lookup);
     # later generations in the turn choose freely.
     tool_choice: str | None = None
+    # A caller's generation options (chat completions): every generation of the turn ends
+    # before a `stop` string and answers in `response_format` (OpenAI's object).
+    stop: tuple[str, ...] = ()
+    response_format: Mapping[str, Any] | None = None
     limits: TurnLimits = field(default_factory=TurnLimits)
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """A caller's limits and format for one turn (chat completions' parameters)."""
+
+    max_tokens: int | None = None  # the lower of this and the agent's own applies
+    stop: tuple[str, ...] = ()
+    response_format: Mapping[str, Any] | None = None
+    temperature: float | None = None  # replaces the agent's own
+
+    def apply(self, agent: AgentSpec) -> AgentSpec:
+        """The agent's spec with these options."""
+        limit = agent.max_tokens
+        if self.max_tokens is not None:
+            limit = self.max_tokens if limit is None else min(limit, self.max_tokens)
+        temperature = agent.temperature if self.temperature is None else self.temperature
+        return replace(
+            agent,
+            max_tokens=limit,
+            stop=self.stop,
+            response_format=self.response_format,
+            temperature=temperature,
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +149,9 @@ class AgentContext:
     events: EventSink | None = None
     ledger: CostLedger | None = None  # prices the turn's usage (the chain records it)
     resolver: Resolver | None = None  # DNS for the SSRF guard; None = the system's
+    client_tools: tuple[ClientTool, ...] = ()  # run by the caller; names never shadow toolbox's
+    # MCP servers whose tools the runtime adds to the toolbox when the turn starts
+    mcp_servers: tuple[McpServerUse, ...] = ()
 
     def tool_context(self) -> ToolContext:
         """What tools see of this run."""
@@ -119,6 +165,15 @@ class AgentContext:
             outbound_allowlist=self.outbound_allowlist,
             resolver=self.resolver,
         )
+
+    def tool_specs(self) -> list[ToolSpec]:
+        """Every tool offered to the model: the agent's own, then the client's."""
+        own = self.toolbox.specs()
+        return [*own, *(t.spec for t in self.client_tools if t.name not in self.toolbox)]
+
+    def is_client_call(self, call: ToolCall) -> bool:
+        """Whether the caller, not the toolbox, runs this call."""
+        return call.name not in self.toolbox and any(t.name == call.name for t in self.client_tools)
 
 
 # --- state --------------------------------------------------------------------------------
@@ -162,8 +217,19 @@ def new_turn(user_text: str) -> dict[str, Any]:
         "blocked": None,
         "handoff": None,
         "end_conversation": False,
+        "awaiting": [],  # client tool calls ({"id", "name"}) the turn ended waiting for
+        "resumed": False,  # this turn goes on from client tool outputs, not a user message
         "final": None,
     }
+
+
+def resumed_turn(previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The turn that goes on from client tool outputs: same question, passages and rounds."""
+    turn = new_turn(previous.get("user_text", ""))
+    for key in ("passages", "iterations", "flags"):
+        turn[key] = previous.get(key, turn[key])
+    turn["resumed"] = True
+    return turn
 
 
 def _message(role: str, content: str = "", **extra: Any) -> Message:
@@ -197,6 +263,30 @@ def history_window(messages: Sequence[Message], limit: int) -> list[Message]:
     return window or list(messages[-1:])
 
 
+def answered(messages: Sequence[Message]) -> list[Message]:
+    """The messages with a result for every tool call (calls nobody answered say so)."""
+    out: list[Message] = []
+    pending: list[dict[str, Any]] = []
+    for message in messages:
+        if pending and message["role"] != "tool":
+            out.extend(_unanswered(pending))
+            pending = []
+        if message["role"] == "assistant":
+            pending = list(message.get("tool_calls") or ())
+        elif message["role"] == "tool":
+            pending = [c for c in pending if c["id"] != message.get("tool_call_id")]
+        out.append(message)
+    out.extend(_unanswered(pending))
+    return out
+
+
+def _unanswered(calls: Sequence[Mapping[str, Any]]) -> list[Message]:
+    return [
+        _message("tool", UNANSWERED_OUTPUT, tool_call_id=c["id"], name=c["name"], is_error=True)
+        for c in calls
+    ]
+
+
 def _elapsed_ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
@@ -223,6 +313,8 @@ def _node(name: str, fn: NodeFn) -> Callable[..., Awaitable[dict[str, Any]]]:
 async def input_guard(state: AgentState, ctx: AgentContext, write: StreamWriter) -> dict[str, Any]:
     """Refuse oversize input; flag suspected prompt injection."""
     turn = dict(state["turn"])
+    if turn["resumed"]:
+        return {"turn": _flag_injected_outputs(turn, state["messages"], write)}
     text = turn["user_text"]
     limit = ctx.agent.limits.max_input_chars
     if len(text) > limit:
@@ -236,6 +328,18 @@ async def input_guard(state: AgentState, ctx: AgentContext, write: StreamWriter)
         write(GuardFlag("prompt_injection_suspected", flag))
         break
     return {"turn": turn}
+
+
+def _flag_injected_outputs(
+    turn: dict[str, Any], messages: Sequence[Message], write: StreamWriter
+) -> dict[str, Any]:
+    """Flag client tool outputs (the messages after the last assistant) that inject."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+    for message in messages[last + 1 :]:
+        if message["role"] == "tool" and guards.injection_flags(message["content"]):
+            turn["flags"] = [*turn["flags"], "prompt_injection_in_tool_result"]
+            write(GuardFlag("prompt_injection_in_tool_result", message.get("name") or ""))
+    return turn
 
 
 async def retrieve(state: AgentState, ctx: AgentContext, write: StreamWriter) -> dict[str, Any]:
@@ -261,9 +365,12 @@ async def generate(state: AgentState, ctx: AgentContext, write: StreamWriter) ->
             "system",
             system_prompt(ctx.agent.instructions, _passages(turn), injection_suspected=injection),
         ),
-        *(_to_chat(m) for m in history_window(state["messages"], limits.max_history_messages)),
+        *(
+            _to_chat(m)
+            for m in answered(history_window(state["messages"], limits.max_history_messages))
+        ),
     ]
-    tools = [] if at_cap else ctx.toolbox.specs()
+    tools = [] if at_cap else ctx.tool_specs()
     started = time.perf_counter()
     builder = ChatResultBuilder()
     streamed: list[str] = []
@@ -274,6 +381,7 @@ async def generate(state: AgentState, ctx: AgentContext, write: StreamWriter) ->
         temperature=ctx.agent.temperature,
         max_tokens=ctx.agent.max_tokens,
         timeout=ctx.agent.timeout_s,
+        **_generation_options(ctx.agent),
     )
     try:
         async for delta in deltas:
@@ -292,6 +400,7 @@ async def generate(state: AgentState, ctx: AgentContext, write: StreamWriter) ->
     turn["streamed"] = "".join(streamed)
     turn["usage"] = _add_usage(turn["usage"], result.usage, ctx, result.provider, result.model)
     turn["provider"], turn["model"] = result.provider, result.model
+    turn["finish_reason"] = result.finish_reason
     calls = list(result.tool_calls)
     if calls and at_cap:
         turn["flags"] = [*turn["flags"], "tool_iteration_cap"]
@@ -300,7 +409,7 @@ async def generate(state: AgentState, ctx: AgentContext, write: StreamWriter) ->
         if not result.content.strip():
             turn["reply"] = CAP_REPLY
     for call in calls:
-        write(ToolCallEvent(call.id, call.name, call.arguments))
+        write(ToolCallEvent(call.id, call.name, call.arguments, client=ctx.is_client_call(call)))
     message = _message(
         "assistant",
         result.content,
@@ -311,9 +420,21 @@ async def generate(state: AgentState, ctx: AgentContext, write: StreamWriter) ->
     return {"messages": [message], "turn": turn}
 
 
+def _generation_options(agent: AgentSpec) -> dict[str, Any]:
+    """`stop` and `response_format`, passed only when set (so any model port takes them)."""
+    options: dict[str, Any] = {}
+    if agent.stop:
+        options["stop"] = agent.stop
+    if agent.response_format is not None:
+        options["response_format"] = agent.response_format
+    return options
+
+
 def _tool_choice(agent: AgentSpec, turn: Mapping[str, Any], has_tools: bool) -> str | None:
     if not has_tools:
         return None
+    if agent.tool_choice == "none":
+        return "none"  # never: holds for every generation of the turn
     if agent.tool_choice and turn["iterations"] == 0:
         return agent.tool_choice
     return "auto"
@@ -335,7 +456,9 @@ async def tools(state: AgentState, ctx: AgentContext, write: StreamWriter) -> di
     """Run the tool calls of the last assistant message (concurrently, results in order)."""
     turn = dict(state["turn"])
     assistant = state["messages"][-1]
-    calls = [ToolCall(**c) for c in assistant["tool_calls"]]
+    requested = [ToolCall(**c) for c in assistant["tool_calls"]]
+    calls = [c for c in requested if not ctx.is_client_call(c)]
+    turn["awaiting"] = [{"id": c.id, "name": c.name} for c in requested if ctx.is_client_call(c)]
     started = time.perf_counter()
     tool_ctx = ctx.tool_context()
 
@@ -406,6 +529,10 @@ async def handoff(state: AgentState, ctx: AgentContext, write: StreamWriter) -> 
 async def output_guard(state: AgentState, ctx: AgentContext, write: StreamWriter) -> dict[str, Any]:
     """Settle the final text, citations, usage and latency; emit the `FinalMessage`."""
     turn = dict(state["turn"])
+    if turn["handoff"] is not None or turn["end_conversation"]:
+        turn["awaiting"] = []  # the turn is over; calls nobody answers are told so later
+    if turn["awaiting"]:
+        return _await_client_outputs(state, ctx, turn, write)
     last = state["messages"][-1]
     draft = turn["reply"] if turn.get("reply") else last.get("content", "")
     numbers = {p["n"] for p in turn["passages"]}
@@ -424,38 +551,78 @@ async def output_guard(state: AgentState, ctx: AgentContext, write: StreamWriter
     message = _final_message(state["messages"], turn, check.content)
     cited = [n for n in cited_numbers(check.content) if n in numbers]
     by_number = {p["n"]: Passage(**p["passage"]) for p in turn["passages"]}
-    latency = {**turn["latency_ms"], "total": _elapsed_ms(turn["started"])}
-    usage = turn["usage"]
-    tool_calls = tuple(
-        c
-        for m in state["messages"]
-        if m["role"] == "assistant"
-        for c in m.get("tool_calls") or ()
-        if _in_turn(state["messages"], m)
-    )
     final = FinalMessage(
         message_id=message["id"],
         content=check.content,
         citations=tuple(Citation.of(n, by_number[n]) for n in cited),
-        tool_calls=tool_calls,
-        usage=TurnUsage(
-            usage["prompt"],
-            usage["completion"],
-            round(usage["cost_usd"], 8),
-            usage["estimated"],
-            turn["provider"],
-            turn["model"],
-        ),
-        latency_ms=latency,
+        tool_calls=_turn_tool_calls(state["messages"]),
+        usage=_turn_usage(turn),
+        latency_ms={**turn["latency_ms"], "total": _elapsed_ms(turn["started"])},
         flags=tuple(dict.fromkeys([*turn["flags"], *check.flags])),
         handoff=turn["handoff"] is not None,
         end_conversation=bool(turn["end_conversation"]),
         replaced=replaced,
+        finish_reason=str(turn.get("finish_reason") or "stop"),
     )
     message["citations"] = [asdict(c) for c in final.citations]
     turn["final"] = asdict(final)
     write(final)
     return {"messages": [message], "turn": turn}
+
+
+def _await_client_outputs(
+    state: AgentState, ctx: AgentContext, turn: dict[str, Any], write: StreamWriter
+) -> dict[str, Any]:
+    """End the turn waiting for client tool outputs: no reply, only what was said alongside."""
+    caller = next(m for m in reversed(state["messages"]) if m["role"] == "assistant")
+    said = caller["content"].strip()
+    check = guards.OutputCheck("")
+    if said:
+        check = guards.check_output(
+            said,
+            instructions=ctx.agent.instructions,
+            passage_numbers={p["n"] for p in turn["passages"]},
+            max_chars=ctx.agent.limits.max_output_chars,
+        )
+    for flag in check.flags:
+        write(GuardFlag(flag))
+    final = FinalMessage(
+        message_id=caller["id"],
+        content=check.content,
+        tool_calls=_turn_tool_calls(state["messages"]),
+        usage=_turn_usage(turn),
+        latency_ms={**turn["latency_ms"], "total": _elapsed_ms(turn["started"])},
+        flags=tuple(dict.fromkeys([*turn["flags"], *check.flags])),
+        replaced=said != check.content,
+        awaiting_tool_calls=tuple(c["id"] for c in turn["awaiting"]),
+    )
+    turn["final"] = asdict(final)
+    write(final)
+    changed = [{**caller, "content": check.content}] if final.replaced else []
+    return {"messages": changed, "turn": turn}
+
+
+def _turn_usage(turn: Mapping[str, Any]) -> TurnUsage:
+    usage = turn["usage"]
+    return TurnUsage(
+        usage["prompt"],
+        usage["completion"],
+        round(usage["cost_usd"], 8),
+        usage["estimated"],
+        turn["provider"],
+        turn["model"],
+    )
+
+
+def _turn_tool_calls(messages: Sequence[Message]) -> tuple[dict[str, Any], ...]:
+    """The tool calls made since the last user message."""
+    return tuple(
+        c
+        for m in messages
+        if m["role"] == "assistant"
+        for c in m.get("tool_calls") or ()
+        if _in_turn(messages, m)
+    )
 
 
 def _final_message(messages: Sequence[Message], turn: Mapping[str, Any], content: str) -> Message:
@@ -484,6 +651,8 @@ def after_input_guard(
     """Blocked input skips the model; retrieval only when the agent has knowledge bases."""
     if state["turn"]["blocked"]:
         return "output_guard"
+    if state["turn"]["resumed"]:
+        return "generate"  # the question's passages are already in the turn
     return "retrieve" if runtime.context.agent.knowledge_base_ids else "generate"
 
 
@@ -493,11 +662,11 @@ def after_generate(state: AgentState) -> Literal["tools", "output_guard"]:
 
 
 def after_tools(state: AgentState) -> Literal["handoff", "output_guard", "generate"]:
-    """A handoff or an ended conversation ends the turn; otherwise the model goes on."""
+    """A handoff, an ended conversation or a client tool call ends the turn; else go on."""
     turn = state["turn"]
     if turn["handoff"] is not None:
         return "handoff"
-    if turn["end_conversation"]:
+    if turn["end_conversation"] or turn["awaiting"]:
         return "output_guard"
     return "generate"
 
@@ -542,14 +711,17 @@ async def run_agent(
     graph: CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState],
     ctx: AgentContext,
     user_text: str,
+    tool_outputs: Sequence[ToolOutput] = (),
 ) -> AsyncIterator[AgentEvent]:
     """Run one turn of a conversation, yielding its events; the last is a `FinalMessage`.
 
+    `tool_outputs` answer the client tool calls the previous turn ended awaiting; with no
+    `user_text` the turn goes on from them, otherwise the user's message follows them.
     The graph runs in its own task (so its tracing context never leaks into the caller's);
     closing the iterator early cancels the turn.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    task = asyncio.create_task(_drive(graph, ctx, user_text, queue))
+    task = asyncio.create_task(_drive(graph, ctx, user_text, tool_outputs, queue))
     try:
         while True:
             item = await queue.get()
@@ -569,6 +741,7 @@ async def _drive(
     graph: CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState],
     ctx: AgentContext,
     user_text: str,
+    tool_outputs: Sequence[ToolOutput],
     queue: asyncio.Queue[Any],
 ) -> None:
     config: RunnableConfig = {
@@ -577,11 +750,8 @@ async def _drive(
         "recursion_limit": 2 * ctx.agent.limits.max_tool_iterations + 10,
     }
     attributes = {"vocalis.agent.iteration_cap": ctx.agent.limits.max_tool_iterations}
-    turn_input: AgentState = {
-        "messages": [_message("user", user_text)],
-        "turn": new_turn(user_text),
-    }
     try:
+        turn_input = await _turn_input(graph, config, user_text, tool_outputs)
         with (
             identity(ctx.org_id, ctx.conversation_id, ctx.agent.agent_id),
             span("agent.run", attributes) as current,
@@ -591,6 +761,8 @@ async def _drive(
                 config,
                 context=ctx,
                 stream_mode="custom",
+                # One checkpoint write when the turn ends, not one per node.
+                durability="exit",
             ):
                 if isinstance(event, FinalMessage):
                     current.set_attribute("vocalis.agent.flags", list(event.flags))
@@ -602,6 +774,31 @@ async def _drive(
             raise
     finally:
         await queue.put(_DONE)
+
+
+async def _turn_input(
+    graph: CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState],
+    config: RunnableConfig,
+    user_text: str,
+    tool_outputs: Sequence[ToolOutput],
+) -> AgentState:
+    """The state update that starts a turn: a user message, tool outputs, or both."""
+    if not tool_outputs:
+        return {"messages": [_message("user", user_text)], "turn": new_turn(user_text)}
+    snapshot = await graph.aget_state(config)
+    previous = (snapshot.values or {}).get("turn") or new_turn(user_text)
+    awaited = {c["id"]: c["name"] for c in previous.get("awaiting") or ()}
+    outputs = [
+        _message("tool", o.output, tool_call_id=o.call_id, name=awaited[o.call_id], client=True)
+        for o in tool_outputs
+        if o.call_id in awaited  # the conversations service refuses the others
+    ]
+    if user_text.strip():
+        return {
+            "messages": [*outputs, _message("user", user_text)],
+            "turn": new_turn(user_text),
+        }
+    return {"messages": outputs, "turn": resumed_turn(previous)}
 
 
 async def run_turn(
@@ -671,6 +868,11 @@ async def _sqlite_saver(path: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     async with aiosqlite.connect(path) as conn:
+        # The same file as the app's engine: WAL, one fsync per checkpoint not per commit,
+        # and a busy timeout so that several server processes share it (see core/db.py).
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA busy_timeout=30000")
         saver = AsyncSqliteSaver(conn)
         await saver.setup()
         yield saver

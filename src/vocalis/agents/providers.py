@@ -20,9 +20,7 @@ from enum import StrEnum
 from threading import Lock
 from typing import Any
 
-from vocalis.adapters.openai_chat import OpenAIChatConfig, OpenAIChatModel
 from vocalis.agents import metrics
-from vocalis.agents.extractive import ExtractiveResponder
 from vocalis.agents.telemetry import span
 from vocalis.ports.llm import (
     ChatDelta,
@@ -34,12 +32,12 @@ from vocalis.ports.llm import (
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
+    ResponseFormat,
     ToolChoice,
     ToolSpec,
     Usage,
     close_stream,
 )
-from vocalis.ports.secrets import SecretProvider
 
 Clock = Callable[[], float]
 
@@ -191,6 +189,26 @@ class CostLedger:
 
 # --- the chain ----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Options:
+    """The generation options of one call, passed to each provider tried."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float | None = None
+    stop: tuple[str, ...] = ()
+    response_format: ResponseFormat | None = None
+
+    def extra(self) -> dict[str, Any]:
+        """`stop` and `response_format`, only when set (simple providers need not take them)."""
+        extra: dict[str, Any] = {}
+        if self.stop:
+            extra["stop"] = self.stop
+        if self.response_format is not None:
+            extra["response_format"] = self.response_format
+        return extra
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One provider tried during a call, and how it went."""
 
@@ -268,6 +286,8 @@ class FallbackChatModel:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
+        stop: Sequence[str] = (),
+        response_format: ResponseFormat | None = None,
     ) -> ChatResult:
         """The first provider's answer that succeeds."""
         builder = ChatResultBuilder()
@@ -278,6 +298,8 @@ class FallbackChatModel:
             temperature=temperature,
             max_tokens=max_tokens,
             timeout=timeout,
+            stop=stop,
+            response_format=response_format,
         ):
             builder.add(delta)
         return builder.result()
@@ -291,8 +313,11 @@ class FallbackChatModel:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
+        stop: Sequence[str] = (),
+        response_format: ResponseFormat | None = None,
     ) -> AsyncGenerator[ChatDelta, None]:
         """The first provider's stream that starts; falls back only before its first delta."""
+        options = Options(temperature, max_tokens, timeout, tuple(stop), response_format)
         report = CallReport()
         last_error: ProviderError | None = None
         for provider in self.providers:
@@ -309,9 +334,7 @@ class FallbackChatModel:
                 messages,
                 tools,
                 tool_choice,
-                temperature,
-                max_tokens,
-                timeout,
+                options,
             )
             try:
                 # aclosing: a caller that stops early closes the attempt (and its span) now.
@@ -336,13 +359,17 @@ class FallbackChatModel:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec],
         tool_choice: ToolChoice | None,
-        temperature: float | None,
-        max_tokens: int | None,
-        timeout: float | None,
+        options: Options,
     ) -> AsyncGenerator[ChatDelta, None]:
         """One provider's stream, inside an `llm.chat` span, counted and accounted."""
         labels = (provider.provider, provider.model)
-        attributes = _request_attributes(provider, temperature, max_tokens, streaming=True)
+        attributes = _request_attributes(
+            provider, options.temperature, options.max_tokens, streaming=True
+        )
+        if options.stop:
+            attributes["gen_ai.request.stop_sequences"] = list(options.stop)
+        if options.response_format is not None:
+            attributes["vocalis.llm.response_format"] = str(options.response_format.get("type"))
         with span("llm.chat", attributes) as current:
             begin = self._clock()
             builder = ChatResultBuilder(provider=provider.provider, model=provider.model)
@@ -351,9 +378,10 @@ class FallbackChatModel:
                 messages,
                 tools=tools,
                 tool_choice=tool_choice,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                timeout=timeout,
+                temperature=options.temperature,
+                max_tokens=options.max_tokens,
+                timeout=options.timeout,
+                **options.extra(),
             )
             try:
                 async for delta in deltas:
@@ -403,43 +431,3 @@ class FallbackChatModel:
                     "vocalis.llm.usage_estimated": result.usage.estimated,
                 }
             )
-
-
-# --- building a chain from agent settings ------------------------------------------------
-@dataclass(frozen=True)
-class ProviderConfig:
-    """One OpenAI-compatible endpoint as an agent's model settings name it."""
-
-    model: str
-    base_url: str | None = None
-    api_key_secret: str | None = None
-    provider: str = "openai"
-    timeout_s: float = 30.0
-    stream_usage: bool = True
-
-    def adapter_config(self) -> OpenAIChatConfig:
-        """The adapter's configuration."""
-        return OpenAIChatConfig(
-            model=self.model,
-            base_url=self.base_url,
-            api_key_secret=self.api_key_secret,
-            provider=self.provider,
-            timeout_s=self.timeout_s,
-            stream_usage=self.stream_usage,
-        )
-
-
-def build_chat_model(
-    primary: ProviderConfig | None = None,
-    secondary: ProviderConfig | None = None,
-    *,
-    secrets: SecretProvider | None = None,
-    breakers: CircuitBreakers | None = None,
-    ledger: CostLedger | None = None,
-) -> FallbackChatModel:
-    """The chain for an agent: its configured providers, always ending with extractive."""
-    chain: list[ChatModel] = [
-        OpenAIChatModel(c.adapter_config(), secrets) for c in (primary, secondary) if c
-    ]
-    chain.append(ExtractiveResponder())
-    return FallbackChatModel(chain, breakers=breakers, ledger=ledger)

@@ -25,9 +25,14 @@ HttpBaseUrl = Annotated[
     str, StringConstraints(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=500)
 ]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ProviderId = Annotated[str, StringConstraints(pattern=r"^mpr_[A-Za-z0-9]{1,40}$")]
 
 MAX_TOOLS = 32
 MAX_FALLBACKS = 3
+MAX_MCP_SERVERS = 10
+MAX_HANDOFFS = 10
+MAX_CREW_MEMBERS = 8
+AgentId = Annotated[str, StringConstraints(pattern=r"^agt_[A-Za-z0-9]{1,40}$")]
 
 
 class ModelEndpoint(BaseModel):
@@ -47,34 +52,53 @@ class ModelEndpoint(BaseModel):
         description="Path of the API key in the secrets store; empty for keyless servers.",
         examples=["llm/openai_api_key"],
     )
+    provider_id: ProviderId | None = Field(
+        default=None,
+        description="A model provider registered at `/v1/model-providers`: its base URL and "
+        "key are used (leave `base_url` and `api_key_secret` empty).",
+    )
     timeout_s: float = Field(default=30.0, gt=0, le=300, description="Per request/chunk.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelEndpoint:
+        if self.provider_id and (self.base_url or self.api_key_secret):
+            raise ValueError("give either `provider_id` or `base_url`/`api_key_secret`")
+        return self
 
 
 class ModelSettings(BaseModel):
-    """Which model answers: the embedded extractive responder (default) or an endpoint.
+    """Which model answers: the deployment's default model, an endpoint, or the embedded
+    extractive responder.
 
-    The chain is always: the configured endpoint → each fallback → the extractive responder,
-    moving on after timeouts and 5xx (with a circuit breaker per endpoint).
+    The chain is always: the configured endpoint (or the deployment's default) → each
+    fallback → the extractive responder, moving on after timeouts and 5xx (with a circuit
+    breaker per endpoint).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: Literal["extractive", "openai"] = Field(
-        default="extractive",
-        description="`extractive`: grounded answers from the knowledge bases, no model "
-        "needed. `openai`: any OpenAI-compatible chat-completions server.",
+    provider: Literal["default", "extractive", "openai"] = Field(
+        default="default",
+        description="`default`: the deployment's model (`VOCALIS_LLM_MODEL`), or the "
+        "extractive responder when none is configured. `extractive`: grounded answers from "
+        "the knowledge bases, no model needed. `openai`: any OpenAI-compatible "
+        "chat-completions server, by `base_url` or by a registered `provider_id`.",
     )
     model: ShortText | None = Field(default=None, description="Required for `openai`.")
     base_url: HttpBaseUrl | None = None
     api_key_secret: SecretPath | None = None
+    provider_id: ProviderId | None = Field(
+        default=None,
+        description="A model provider registered at `/v1/model-providers` (`openai` only).",
+    )
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=32_768)
     timeout_s: float = Field(default=30.0, gt=0, le=300)
     tool_choice: str | None = Field(
         default=None,
         max_length=64,
-        description="`auto` (default), `required`, `none`, or a tool name that the first "
-        "generation of every turn must call.",
+        description="`auto` (default), `required`, `none`, or a tool name (a configured "
+        "tool's, or an MCP server's) that the first generation of every turn must call.",
     )
     fallbacks: list[ModelEndpoint] = Field(default_factory=list, max_length=MAX_FALLBACKS)
 
@@ -82,6 +106,10 @@ class ModelSettings(BaseModel):
     def _endpoint_complete(self) -> ModelSettings:
         if self.provider == "openai" and not self.model:
             raise ValueError("`model` is required when provider is `openai`")
+        if self.provider_id and self.provider != "openai":
+            raise ValueError("`provider_id` needs provider `openai`")
+        if self.provider_id and (self.base_url or self.api_key_secret):
+            raise ValueError("give either `provider_id` or `base_url`/`api_key_secret`")
         return self
 
     def endpoints(self) -> list[ModelEndpoint]:
@@ -92,6 +120,7 @@ class ModelSettings(BaseModel):
                     model=self.model or "",
                     base_url=self.base_url,
                     api_key_secret=self.api_key_secret,
+                    provider_id=self.provider_id,
                     timeout_s=self.timeout_s,
                 )
             ]
@@ -101,6 +130,54 @@ class ModelSettings(BaseModel):
         return primary + list(self.fallbacks)
 
 
+class McpServerRef(BaseModel):
+    """An MCP server (registered at `/v1/mcp-servers`) whose tools the agent may call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server_id: Annotated[str, StringConstraints(pattern=r"^mcs_[A-Za-z0-9]{1,40}$")]
+    allowed_tools: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = (
+        Field(
+            default=None,
+            max_length=128,
+            description="Only these of the server's tools; empty (null) = every tool it lists.",
+        )
+    )
+
+
+class CrewMember(BaseModel):
+    """One role agent of a CrewAI crew."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: ShortText = Field(description="Who the member is, e.g. `Refund researcher`.")
+    goal: str = Field(min_length=1, max_length=2000, description="What the member works for.")
+    backstory: str = Field(default="", max_length=8000, description="The member's background.")
+    tools: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
+        default=None,
+        max_length=MAX_TOOLS,
+        description="Names of the agent's tools this member may call; null = every one.",
+    )
+
+
+class CrewSettings(BaseModel):
+    """The crew of an agent on the `crewai` runtime."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    process: Literal["sequential", "hierarchical"] = Field(
+        default="sequential",
+        description="`sequential`: one task per member in order, the last writes the reply; "
+        "`hierarchical`: a manager delegates to the members and writes the reply.",
+    )
+    members: list[CrewMember] = Field(
+        default_factory=list,
+        max_length=MAX_CREW_MEMBERS,
+        description="The role agents; empty = one member made of the agent's name and "
+        "instructions.",
+    )
+
+
 class VoiceSettings(BaseModel):
     """How the agent sounds on the voice channel."""
 
@@ -108,6 +185,25 @@ class VoiceSettings(BaseModel):
 
     voice: ShortText | None = Field(default=None, description="Voice name; empty = default.")
     language: str = Field(default="en", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+class ConversationLimits(BaseModel):
+    """When a realtime conversation ends by itself (empty = the deployment's settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    idle_timeout_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=86_400,
+        description="Nobody speaks or types this long: ends with reason `timeout`.",
+    )
+    max_duration_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=86_400,
+        description="This long after it started: ends with reason `max_duration`.",
+    )
 
 
 class AnalysisPlan(BaseModel):
@@ -149,6 +245,21 @@ class AgentConfig(BaseModel):
         description="Said by the agent when a conversation starts; empty = the user starts.",
     )
     model: ModelSettings = Field(default_factory=ModelSettings)
+    runtime: Literal["langgraph", "openai_agents", "crewai"] = Field(
+        default="langgraph",
+        description="What runs the agent's turns: the LangGraph state graph (default), the "
+        "OpenAI Agents SDK (with `handoffs`), or CrewAI (an optional extra).",
+    )
+    handoffs: list[AgentId] = Field(
+        default_factory=list,
+        max_length=MAX_HANDOFFS,
+        description="Agents of the same organisation this one may hand the conversation to "
+        "(`openai_agents` runtime).",
+    )
+    crew: CrewSettings | None = Field(
+        default=None,
+        description="The crew of role agents and its process (`crewai` runtime).",
+    )
     tools: list[dict[str, Any]] = Field(
         default_factory=list,
         max_length=MAX_TOOLS,
@@ -158,6 +269,11 @@ class AgentConfig(BaseModel):
     knowledge_base_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = (
         Field(default_factory=list, max_length=20)
     )
+    mcp_servers: list[McpServerRef] = Field(
+        default_factory=list,
+        max_length=MAX_MCP_SERVERS,
+        description="MCP servers whose tools are offered beside `tools`, listed live each turn.",
+    )
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
     end_of_conversation_phrases: list[ShortText] = Field(
         default_factory=list,
@@ -166,6 +282,7 @@ class AgentConfig(BaseModel):
         "the agent's reply.",
     )
     analysis_plan: AnalysisPlan | None = None
+    limits: ConversationLimits = Field(default_factory=ConversationLimits)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
 
     @field_validator("tools")
@@ -178,9 +295,30 @@ class AgentConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _handoffs_need_the_sdk(self) -> AgentConfig:
+        if self.handoffs and self.runtime != "openai_agents":
+            raise ValueError("`handoffs` need `runtime: openai_agents`")
+        return self
+
+    @model_validator(mode="after")
+    def _crew_needs_crewai(self) -> AgentConfig:
+        if self.crew is not None and self.runtime != "crewai":
+            raise ValueError("`crew` needs `runtime: crewai`")
+        if self.crew is not None:
+            names = {t.spec.name for t in build_toolbox(self.tools).tools.values()}
+            for member in self.crew.members:
+                unknown = [n for n in member.tools or () if n not in names]
+                if unknown and not self.mcp_servers:  # MCP tools are known when listed
+                    raise ValueError(f"crew member {member.role!r}: no tool {unknown[0]!r}")
+        return self
+
+    @model_validator(mode="after")
     def _known_tool_choice(self) -> AgentConfig:
         choice = self.model.tool_choice
-        if choice not in (None, "auto", "required", "none"):
+        # An MCP server's tools are known only when it is listed: a name is taken on trust.
+        # Handoff tools (`transfer_to_<agent>`) are named by the SDK runtime at run time.
+        dynamic = self.mcp_servers or self.handoffs
+        if choice not in (None, "auto", "required", "none") and not dynamic:
             names = {t.spec.name for t in build_toolbox(self.tools).tools.values()}
             if choice not in names:
                 raise ValueError(f"model.tool_choice {choice!r} names no configured tool")
@@ -200,11 +338,16 @@ class AgentUpdate(BaseModel):
     instructions: str | None = Field(default=None, max_length=32_000)
     first_message: str | None = Field(default=None, max_length=2000)
     model: ModelSettings | None = None
+    runtime: Literal["langgraph", "openai_agents", "crewai"] | None = None
+    handoffs: list[AgentId] | None = Field(default=None, max_length=MAX_HANDOFFS)
+    crew: CrewSettings | None = None
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TOOLS)
     knowledge_base_ids: list[str] | None = Field(default=None, max_length=20)
+    mcp_servers: list[McpServerRef] | None = Field(default=None, max_length=MAX_MCP_SERVERS)
     voice: VoiceSettings | None = None
     end_of_conversation_phrases: list[ShortText] | None = Field(default=None, max_length=20)
     analysis_plan: AnalysisPlan | None = None
+    limits: ConversationLimits | None = None
     metadata: dict[str, str] | None = Field(default=None, max_length=32)
 
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, select
+from pydantic import ValidationError
+from sqlalchemy import and_, column, select, table, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
+from vocalis.agents.mcp_servers import check_agent_servers
+from vocalis.agents.model_providers import check_agent_providers
 from vocalis.agents.models import Agent, AgentVersion
+from vocalis.agents.runtimes.base import AGENT_HANDOFF_NOT_FOUND, require_runtime
 from vocalis.agents.schemas import AgentConfig, AgentOut, AgentUpdate, AgentVersionOut
 from vocalis.core.db import utcnow
-from vocalis.core.errors import NotFound
+from vocalis.core.errors import (
+    NotFound,
+    RequestError,
+    ValidationFailed,
+    register,
+    validation_failed,
+)
 from vocalis.core.ssrf import Allowlist, Resolver, check_url
 
 
@@ -49,6 +60,17 @@ def version_out(version: AgentVersion) -> AgentVersionOut:
     )
 
 
+AGENT_KNOWLEDGE_BASE_NOT_FOUND = register(
+    "knowledge_base_not_found",
+    422,
+    "Unknown knowledge base",
+    "An agent's `knowledge_base_ids` name knowledge bases that do not exist or belong to "
+    "another organisation; `knowledge_base_ids` in the problem lists them.",
+)
+# The knowledge layer sits above agents: its table is named here, not imported.
+_KNOWLEDGE_BASES = table("knowledge_bases", column("id"), column("org_id"))
+
+
 def _not_found(agent_id: str) -> NotFound:
     return NotFound(f"No agent {agent_id!r}.")
 
@@ -60,6 +82,67 @@ async def check_model_urls(
     for endpoint in config.model.endpoints():
         if endpoint.base_url:
             await check_url(endpoint.base_url, allowlist, resolver=resolver)
+
+
+async def check_model_providers(
+    *,
+    session: AsyncSession,
+    org_id: str,
+    config: AgentConfig,
+    previous: AgentConfig | None = None,
+) -> None:
+    """Refuse references to anything the organisation does not have: model providers (and
+    their models), MCP servers, knowledge bases, handoff agents.
+
+    On an update (`previous` given) only knowledge bases the change adds are checked: one
+    deleted since the agent named it does not block an unrelated edit (retrieval skips it).
+    """
+    references = [
+        (e.provider_id, e.model) for e in config.model.endpoints() if e.provider_id is not None
+    ]
+    await check_agent_providers(session=session, org_id=org_id, references=references)
+    await check_agent_servers(
+        session=session, org_id=org_id, server_ids=[s.server_id for s in config.mcp_servers]
+    )
+    require_runtime(config.runtime)
+    kept = set(previous.knowledge_base_ids) if previous is not None else set()
+    added = [kb_id for kb_id in config.knowledge_base_ids if kb_id not in kept]
+    await check_knowledge_bases(session=session, org_id=org_id, kb_ids=added)
+    for agent_id in config.handoffs:
+        row = (await session.execute(_current_query(org_id).where(Agent.id == agent_id))).first()
+        if row is None:
+            raise RequestError(
+                f"No agent {agent_id!r} in this organisation to hand off to.",
+                code=AGENT_HANDOFF_NOT_FOUND,
+            )
+
+
+async def check_knowledge_bases(
+    *, session: AsyncSession, org_id: str, kb_ids: Sequence[str]
+) -> None:
+    """Refuse knowledge-base ids that are not the organisation's, naming every one of them
+    (an agent would otherwise search nothing there and answer "I don't know")."""
+    wanted = sorted(set(kb_ids))
+    if not wanted:
+        return
+    found = set(
+        (
+            await session.scalars(
+                select(_KNOWLEDGE_BASES.c.id).where(
+                    _KNOWLEDGE_BASES.c.org_id == org_id, _KNOWLEDGE_BASES.c.id.in_(wanted)
+                )
+            )
+        ).all()
+    )
+    missing = [kb_id for kb_id in wanted if kb_id not in found]
+    if missing:
+        raise RequestError(
+            "No knowledge base "
+            + ", ".join(repr(kb_id) for kb_id in missing)
+            + " in this organisation.",
+            code=AGENT_KNOWLEDGE_BASE_NOT_FOUND,
+            extra={"knowledge_base_ids": missing},
+        )
 
 
 def _stored(config: AgentConfig) -> dict[str, Any]:
@@ -129,13 +212,28 @@ async def update_agent(
     ).first()
     if agent is None:
         raise _not_found(agent_id)
-    agent.version += 1
-    agent.name = config.name
-    agent.updated_at = utcnow()
+    # The next version number comes from the database, atomically: SQLite ignores FOR
+    # UPDATE, so two concurrent PATCHes read the same version and the second one's insert
+    # broke the (agent_id, version) key (a 500, found by bench/load.py). The UPDATE runs
+    # under the database's write lock (PostgreSQL: the row lock taken above) and returns
+    # the number this request owns.
+    now = utcnow()
+    next_version = (
+        await session.execute(
+            update(Agent)
+            .where(Agent.id == agent.id)
+            .values(version=Agent.version + 1, name=config.name, updated_at=now)
+            .returning(Agent.version)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one()
+    set_committed_value(agent, "version", next_version)
+    set_committed_value(agent, "name", config.name)
+    set_committed_value(agent, "updated_at", now)
     version = AgentVersion(
         org_id=org_id,
         agent_id=agent.id,
-        version=agent.version,
+        version=next_version,
         config=_stored(config),
         created_by=created_by,
     )
@@ -144,11 +242,38 @@ async def update_agent(
     return AgentView(agent, version)
 
 
+# Fields of an agent that always have a value: a PATCH may replace them, never null them.
+NOT_NULLABLE = frozenset(
+    name
+    for name, info in AgentConfig.model_fields.items()
+    if info.is_required() or info.default is not None or info.default_factory is not None
+)
+
+
 def apply_update(current: AgentConfig, patch: AgentUpdate) -> AgentConfig:
-    """The configuration after a PATCH: given fields replace the current ones."""
+    """The configuration after a PATCH: given fields replace the current ones; `null` only
+    where the agent's field may be empty (`first_message`, `analysis_plan`, …)."""
+    changes = patch.model_dump(mode="json", exclude_unset=True)
+    nulled = sorted(
+        name for name, value in changes.items() if value is None and name in NOT_NULLABLE
+    )
+    if nulled:
+        message = "must not be null; leave the field out to keep its value"
+        raise ValidationFailed(
+            f"body.{nulled[0]}: {message}",
+            extra={
+                "errors": [
+                    {"loc": ["body", name], "msg": message, "type": "value_error"}
+                    for name in nulled
+                ]
+            },
+        )
     merged = current.model_dump(mode="json")
-    merged.update(patch.model_dump(mode="json", exclude_unset=True))
-    return AgentConfig.model_validate(merged)
+    merged.update(changes)
+    try:  # each field is valid alone; together they may not be (`handoffs` + `runtime`)
+        return AgentConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
 
 
 async def delete_agent(*, session: AsyncSession, org_id: str, agent_id: str) -> None:

@@ -19,7 +19,7 @@ from vocalis.agents.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from vocalis.agents.runtime import RuntimeDep, runtime_lifespan
+from vocalis.agents.runtime import RuntimeDep
 from vocalis.conversations import service
 from vocalis.conversations.schemas import (
     SSE_EVENTS,
@@ -34,13 +34,16 @@ from vocalis.conversations.schemas import (
 from vocalis.conversations.store import iso
 from vocalis.core.deps import BackendsDep
 from vocalis.core.errors import INTERNAL_ERROR, VocalisError
+from vocalis.core.openapi import error_responses
 from vocalis.core.pagination import ListResource, Page, paginate
 from vocalis.core.problems import problem_body
+from vocalis.core.ratelimit import rate_limit_class
 from vocalis.core.security import Principal, Scoped
+from vocalis.core.tracing import tag_request_span
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["conversations"], lifespan=runtime_lifespan)
+router = APIRouter(prefix="/v1", tags=["conversations"])
 _404: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such conversation (or another organisation's)."}
 }
@@ -49,6 +52,7 @@ _SSE_DOC = "\n".join(f"- `{name}`: {text}" for name, text in SSE_EVENTS.items())
 
 def _bind(conversation_id: str) -> None:
     structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
+    tag_request_span(conversation_id=conversation_id)
 
 
 @router.post(
@@ -132,6 +136,7 @@ async def get_conversation(
 
 @router.post(
     "/conversations/{conversation_id}/messages",
+    openapi_extra=rate_limit_class("chat_turns"),
     response_model=Message,
     responses={
         **_404,
@@ -140,7 +145,11 @@ async def get_conversation(
             + _SSE_DOC,
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        409: {"description": "The conversation has ended, or is answering another message."},
+        **error_responses(
+            "conversation_ended",
+            "conversation_busy",
+            status_409="The conversation has ended, or is answering another message.",
+        ),
     },
     summary="Send a message and get the agent's reply",
 )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vocalis.ports.document_store import Document
 
-Channel = Literal["api", "chat", "voice"]
+Channel = Literal["api", "chat", "voice", "phone"]
 Status = Literal["active", "ended"]
 
 # The SSE events of `POST /v1/conversations/{id}/messages` with `stream=true`, in order:
@@ -48,7 +48,7 @@ class ConversationEnd(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="ended_by_client", min_length=1, max_length=200)
+    reason: str = Field(default="user_ended", min_length=1, max_length=200)
 
 
 class Citation(BaseModel):
@@ -111,7 +111,8 @@ class Message(BaseModel):
     usage: MessageUsage | None = None
     latency_ms: dict[str, float] = Field(
         default_factory=dict,
-        description="Per-turn breakdown: retrieve, first_token, generate, tools, total.",
+        description="Per-turn breakdown: retrieve, first_token, generate, tools, total; "
+        "spoken replies add endpointing, stt, tts_first_byte and first_audio_byte.",
     )
     flags: list[str] = Field(default_factory=list)
     handoff: bool = False
@@ -163,6 +164,12 @@ class Conversation(BaseModel):
         default=False, description="A one-off chat completion (ended after its reply)."
     )
     metadata: dict[str, str] = Field(default_factory=dict)
+    call: dict[str, Any] | None = Field(
+        default=None,
+        description="Phone calls (channel `phone`): provider, direction, from, to, "
+        "provider_call_id, phone_number_id, answered_at, ended_at, duration_s, hangup_side, "
+        "recording.",
+    )
     messages: list[Message] | None = None
     analysis: dict[str, Any] | None = Field(
         default=None,

@@ -1,16 +1,10 @@
 """Conversations and messages in the document store, and the per-conversation turn lock.
 
-Collections (every document also carries `org_id`, added by the store):
-
-- `conversations`: `_id` (`cnv_…`, time-sortable), `agent_id`, `agent_version`, `channel`
-  (api | chat | voice), `status` (active | ended), `created_at`, `last_message_at`,
-  `ended_at`, `ended_reason`, `duration_s`, `message_count`, `usage` (prompt/completion
-  tokens, cost), `metadata`, `external_user`, `ephemeral`, `handoff`.
-- `messages`: `_id` (`msg_…`), `conversation_id`, `sequence` (1, 2, … per conversation),
-  `role` (user | assistant), `content`, `content_redacted` (when redaction is on),
-  `tool_calls`, `tool_results`, `citations`, `usage`, `latency_ms`, `flags`, `created_at`.
-
-Times are ISO-8601 UTC strings with microseconds, so they sort and compare as text.
+The two collections, their fields, indexes and retention are declared once below
+(`declare_collection`); `docs/reference/collections.md` is generated from the declarations
+and `ensure_indexes` creates the declared indexes. Every document also carries `org_id`,
+added by the store. Times are ISO-8601 UTC strings with microseconds, so they sort and
+compare as text.
 """
 
 from __future__ import annotations
@@ -21,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from vocalis.core.collections import DocField, declare_collection
 from vocalis.core.ids import new_id
 from vocalis.core.redis_keys import declare
 from vocalis.ports.document_store import Document, DocumentStore, Filter
@@ -29,13 +24,118 @@ CONVERSATIONS = "conversations"
 MESSAGES = "messages"
 MAX_TRANSCRIPT_MESSAGES = 1000
 
-CONVERSATION_INDEXES: list[list[tuple[str, int]]] = [
-    [("agent_id", 1), ("_id", -1)],
-    [("status", 1), ("_id", -1)],
-    [("channel", 1), ("_id", -1)],
-    [("agent_id", 1), ("external_user", 1), ("status", 1)],
-]
-MESSAGE_INDEXES: list[list[tuple[str, int]]] = [[("conversation_id", 1), ("sequence", 1)]]
+_RETENTION = (
+    "Kept until deleted, or for the organisation's `retention_days` when set: the `retention` "
+    "job deletes older conversations with their messages and recordings "
+    "(`workers/maintenance.py`)."
+)
+CONVERSATION_COLLECTION = declare_collection(
+    CONVERSATIONS,
+    description="One conversation with an agent, on any channel; its messages are in `messages`.",
+    owner="conversations/service.py",
+    fields=[
+        DocField("_id", "string", "`cnv_…`, time-sortable."),
+        DocField("agent_id", "string", "The agent (→ `agents.id`)."),
+        DocField("agent_version", "integer", "The agent version it started on, used to the end."),
+        DocField("channel", "string", "`api` | `chat` | `voice`."),
+        DocField("status", "string", "`active` | `ended`."),
+        DocField("created_at", "time", "When it started."),
+        DocField("last_message_at", "time or null", "When the last message was stored."),
+        DocField("ended_at", "time or null", "When it ended."),
+        DocField("ended_reason", "string or null", "Why it ended (client, agent, timeout…)."),
+        DocField("duration_s", "number or null", "Seconds from start to end."),
+        DocField("message_count", "integer", "Messages stored."),
+        DocField(
+            "usage",
+            "object",
+            "Totals: `prompt_tokens`, `completion_tokens`, `cost_usd`.",
+        ),
+        DocField("handoff", "object or null", "`requested_at`, `reason` of a human handoff."),
+        DocField("external_user", "string or null", "The caller's id in the client's system."),
+        DocField("ephemeral", "boolean", "A one-off chat completion (not analysed)."),
+        DocField(
+            "metadata",
+            "object",
+            "Client metadata; phone calls add `provider_call_id`.",
+        ),
+        DocField(
+            "awaiting_tool_calls",
+            "array",
+            "Client tool calls the last reply waits for (`id`, `name`, `message_id`); set "
+            "after a reply.",
+            always=False,
+        ),
+        DocField(
+            "call",
+            "object",
+            "Phone calls only: `provider`, `direction`, `from`, `to`, `provider_call_id`, "
+            "`stream_id`, `phone_number_id`, `answered_at`, `ended_at`, `duration_s`, "
+            "`hangup_side`, `recording`.",
+            always=False,
+        ),
+        DocField(
+            "analysis",
+            "object",
+            "After the analysis task: `summary`, `outcome`, `sentiment`, `fields`, `method`, "
+            "`model`, `model_error`, `analyzed_at`.",
+            always=False,
+        ),
+    ],
+    indexes=[
+        [("agent_id", 1), ("_id", -1)],
+        [("status", 1), ("_id", -1)],
+        [("channel", 1), ("_id", -1)],
+        [("agent_id", 1), ("external_user", 1), ("status", 1)],
+    ],
+    retention=_RETENTION,
+)
+MESSAGE_COLLECTION = declare_collection(
+    MESSAGES,
+    description="The messages of a conversation, user and assistant, in order.",
+    owner="conversations/service.py",
+    fields=[
+        DocField("_id", "string", "`msg_…`."),
+        DocField("conversation_id", "string", "The conversation (→ `conversations._id`)."),
+        DocField("sequence", "integer", "1, 2, … within the conversation."),
+        DocField("role", "string", "`user` | `assistant`."),
+        DocField("content", "string", "The text (for a spoken reply cut short: what was heard)."),
+        DocField(
+            "content_redacted",
+            "string or null",
+            "The text with PII redacted, when redaction is on.",
+        ),
+        DocField("created_at", "time", "When it was stored."),
+        *(
+            DocField(name, kind, f"Assistant messages: {what}", always=False)
+            for name, kind, what in (
+                ("citations", "array", "the knowledge passages the answer cites."),
+                ("tool_calls", "array", "`id`, `name`, `arguments` of each tool call."),
+                ("tool_results", "array", "`id`, `name`, `content`, `is_error` of each result."),
+                (
+                    "usage",
+                    "object",
+                    "`prompt_tokens`, `completion_tokens`, `total_tokens`, `cost_usd`, "
+                    "`estimated`, `provider`, `model`.",
+                ),
+                ("latency_ms", "object", "the turn's timings (spoken turns: the whole breakdown)."),
+                ("flags", "array", "guard flags raised in the turn."),
+                ("handoff", "object or null", "the handoff the agent requested."),
+                ("end_conversation", "boolean", "whether the agent ended the conversation."),
+                ("replaced", "boolean", "whether a guard replaced the model's text."),
+                ("awaiting_tool_calls", "array", "ids of client tool calls still unanswered."),
+            )
+        ),
+        DocField(
+            "recording",
+            "object",
+            "Spoken turns, when recording is on: `key`, `url`, `speaker`, `content_type`, "
+            "`sample_rate`, `duration_ms`, `bytes` of its WAV.",
+            always=False,
+        ),
+    ],
+    indexes=[[("conversation_id", 1), ("sequence", 1)]],
+    retention=_RETENTION,
+)
 
 TURN_LOCK = declare(
     "conversation_turn_lock",
@@ -62,8 +162,8 @@ def parse_iso(value: str | None) -> datetime | None:
 
 async def ensure_indexes(documents: DocumentStore) -> None:
     """Create the collections' indexes (idempotent; run at startup)."""
-    await documents.ensure_indexes(CONVERSATIONS, CONVERSATION_INDEXES)
-    await documents.ensure_indexes(MESSAGES, MESSAGE_INDEXES)
+    for collection in (CONVERSATION_COLLECTION, MESSAGE_COLLECTION):
+        await documents.ensure_indexes(collection.name, collection.index_specs())
 
 
 # --- conversations ------------------------------------------------------------------------

@@ -10,11 +10,14 @@ MODEL_MODULES = (
     "vocalis.orgs.models",
     "vocalis.adapters.sql_document_store",
     "vocalis.agents.models",
+    "vocalis.agents.model_providers",
+    "vocalis.agents.mcp_servers",
     "vocalis.events.models",
     "vocalis.webhooks.models",
     "vocalis.workers.models",
-    "vocalis.admin.models",
+    "vocalis.flags.models",
     "vocalis.knowledge.models",
+    "vocalis.telephony.models",
 )
 
 

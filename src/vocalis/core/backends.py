@@ -1,6 +1,9 @@
-"""The one factory that picks an adapter for every port from the settings.
+"""Every backend and engine a process talks to, as typed fields, built once.
 
-Domain code receives a `Backends` and never imports a driver.
+The composition root (`vocalis.wiring`) is the only place that reads the settings to
+choose adapters and engines; it builds a `Backends` and hands it to the app, the worker
+and the CLI. Domain code receives a `Backends` and never imports a driver. Costly
+engines (models, vector-store connections) sit behind `Lazy` slots, built on first use.
 """
 
 from __future__ import annotations
@@ -8,67 +11,24 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlparse
+from dataclasses import dataclass
 
+import httpx
 import redis.asyncio as aioredis
 
-from vocalis.adapters import embedded_redis
 from vocalis.core.db import Database
+from vocalis.core.lazy import Lazy
 from vocalis.core.metrics import BACKEND_UP
 from vocalis.ports.document_store import DocumentStore
+from vocalis.ports.events import EventSink
+from vocalis.ports.knowledge import KnowledgeEngines
+from vocalis.ports.llm import ModelChains
+from vocalis.ports.mcp import McpClient
 from vocalis.ports.object_store import ObjectStore
-from vocalis.ports.secrets import SecretProvider
+from vocalis.ports.retriever import Retriever
+from vocalis.ports.secrets import SecretCipher, SecretProvider
+from vocalis.ports.speech import VoiceEngines
 from vocalis.settings import Settings
-
-
-def resolve_redis_url(settings: Settings) -> str:
-    """The Redis URL: configured, or the embedded server's (started if needed)."""
-    if settings.redis_url:
-        return settings.redis_url
-    return embedded_redis.ensure_running(settings.data_dir)
-
-
-def build_secrets(settings: Settings) -> SecretProvider:
-    """The configured secrets provider: Vault, or the environment (and `.env`)."""
-    if settings.secrets_backend == "vault":
-        from vocalis.adapters.vault_secrets import VaultSecretProvider
-
-        return VaultSecretProvider.from_settings(settings)
-    from vocalis.adapters.env_secrets import EnvSecretProvider
-
-    return EnvSecretProvider(dotenv=Path(".env"))
-
-
-def build_document_store(settings: Settings, database: Database) -> DocumentStore:
-    """MongoDB when a URL is configured, else the JSON table in the relational DB."""
-    if settings.document_store_url:
-        from vocalis.adapters.mongo_document_store import MongoDocumentStore
-
-        return MongoDocumentStore(settings.document_store_url)
-    from vocalis.adapters.sql_document_store import SqlDocumentStore
-
-    return SqlDocumentStore(database)
-
-
-async def build_object_store(settings: Settings, secrets: SecretProvider) -> ObjectStore:
-    """S3 for `s3://bucket`, a directory for `file://` or the default."""
-    url = settings.object_store_url
-    if url.startswith("s3://"):
-        from vocalis.adapters.s3_object_store import S3ObjectStore
-
-        return S3ObjectStore(
-            urlparse(url).netloc,
-            endpoint_url=settings.s3_endpoint_url or None,
-            region=settings.s3_region,
-            access_key=await secrets.get_optional("s3/access_key_id"),
-            secret_key=await secrets.get_optional("s3/secret_access_key"),
-        )
-    from vocalis.adapters.local_object_store import LocalObjectStore
-
-    root = Path(urlparse(url).path) if url.startswith("file://") else settings.data_dir / "objects"
-    return LocalObjectStore(root)
 
 
 @dataclass
@@ -82,7 +42,16 @@ class Backends:
     documents: DocumentStore
     objects: ObjectStore
     secrets: SecretProvider
-    extras: dict[str, object] = field(default_factory=dict)
+    redis_embedded: bool  # the embedded server (started by the process), not a configured one
+    knowledge: Lazy[KnowledgeEngines]  # embedder, token counter, vector store
+    voice: Lazy[VoiceEngines]  # STT, TTS, VAD (turn detector)
+    phone_voice: Lazy[VoiceEngines]  # the same with the telephone-band STT (8 kHz calls)
+    retriever: Retriever  # the knowledge bases' hybrid search, for agents
+    events: EventSink  # domain events: the transactional outbox
+    models: ModelChains  # LLM chains sharing breakers and a cost ledger (API and workers)
+    webhook_http: Lazy[httpx.AsyncClient]  # the SSRF-guarded client deliveries use
+    secret_box: Lazy[SecretCipher]  # encrypts webhook signing secrets at rest
+    mcp: McpClient  # MCP servers' tools (official SDK client, SSRF-guarded)
 
     def checks(self) -> dict[str, Callable[[], Awaitable[object]]]:
         """A readiness probe per backend, by name."""
@@ -116,16 +85,19 @@ class Backends:
         """Which adapter serves each port (for /readyz and `vocalis doctor`)."""
         return {
             "database": self.database.engine.dialect.name,
-            "redis": "embedded"
-            if self.redis_url == embedded_redis.url_for(self.settings.data_dir)
-            else "redis",
+            "redis": "embedded" if self.redis_embedded else "redis",
             "documents": self.documents.name,
             "objects": self.objects.name,
             "secrets": self.secrets.name,
         }
 
     async def close(self) -> None:
-        """Release every connection."""
+        """Release every connection and what the lazy slots built."""
+        await self.models.aclose()
+        await self.webhook_http.close()
+        await self.knowledge.close()
+        await self.phone_voice.close()
+        await self.voice.close()
         await self.documents.close()
         close_secrets = getattr(self.secrets, "close", None)
         if close_secrets is not None and inspect.isawaitable(result := close_secrets()):
@@ -133,20 +105,3 @@ class Backends:
         await self.objects.close()
         await self.redis.aclose()
         await self.database.dispose()
-
-
-async def build_backends(settings: Settings) -> Backends:
-    """Build every adapter from the settings."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.resolved_database_url)
-    redis_url = await asyncio.to_thread(resolve_redis_url, settings)
-    secrets = build_secrets(settings)
-    return Backends(
-        settings=settings,
-        database=database,
-        redis=aioredis.Redis.from_url(redis_url, decode_responses=False),
-        redis_url=redis_url,
-        documents=build_document_store(settings, database),
-        objects=await build_object_store(settings, secrets),
-        secrets=secrets,
-    )

@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, String, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, String, event, make_url
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from vocalis.core.tracing import instrument_engine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -71,21 +74,42 @@ class Timestamps:
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: readers never block the writer, and several processes (`vocalis serve --workers
+    # N`, the Celery worker) share the file; the busy timeout makes a writer wait for
+    # another process's write instead of failing.
+    cur.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL syncs at checkpoints, not at every commit: a power cut may lose
+    # the last commits, never corrupt the file (one fsync per commit otherwise).
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine; SQLite gets WAL and foreign keys on every connection."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def sqlite_file(url: str) -> bool:
+    """Whether an SQLite URL names a file (not an in-memory database)."""
+    path = make_url(url).database
+    return bool(path) and path != ":memory:" and not str(path).startswith("file::memory:")
+
+
+def sync_sqlite_engine(url: str) -> Engine:
+    """A synchronous engine on the same SQLite file as `url`, with the same pragmas; for
+    work run in a thread of its own (one thread switch per operation)."""
+    sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+    engine = sa_create_engine(sync_url, connect_args={"timeout": 30, "check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 class Database:
@@ -94,6 +118,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
+        instrument_engine(self.engine)  # a client span per statement inside a trace
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager

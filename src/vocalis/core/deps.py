@@ -17,13 +17,22 @@ def get_backends(request: Request) -> Backends:
     return backends
 
 
+async def backends_dependency(request: Request) -> Backends:
+    """`get_backends` as a dependency: `async`, so FastAPI calls it on the event loop (a
+    plain `def` dependency costs a hop through the thread pool on every request)."""
+    return get_backends(request)
+
+
 async def get_session(
-    backends: Annotated[Backends, Depends(get_backends)],
+    backends: Annotated[Backends, Depends(backends_dependency)],
 ) -> AsyncIterator[AsyncSession]:
     """A database session committed when the request handler returns."""
     async with backends.database.session() as session:
         yield session
 
 
-BackendsDep = Annotated[Backends, Depends(get_backends)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+BackendsDep = Annotated[Backends, Depends(backends_dependency)]
+# scope="function": the commit happens before the response is sent, so a client (or
+# another server process) that reads right after a write sees it, and a failed commit is
+# an error response rather than a 2xx for a change that was rolled back.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

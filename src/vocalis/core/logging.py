@@ -32,14 +32,16 @@ _FIRST_FIELDS = ("timestamp", "level", "logger", "event")
 ROUTED_LOGGERS = (
     "uvicorn",
     "uvicorn.error",
-    "uvicorn.access",
     "gunicorn.error",
-    "gunicorn.access",
     "celery",
     "celery.task",
     "celery.worker",
     "celery.app.trace",
 )
+# Servers' access logs: our own `http_request` line (core/middleware.py) is the access log,
+# with the route template, duration, ids and redaction; a second line per request would
+# only cost time. With no handler and no propagation, uvicorn does not even format it.
+SILENCED_LOGGERS = ("uvicorn.access", "gunicorn.access")
 _HANDLER_MARK = "_vocalis_handler"
 _MAX_DEPTH = 16
 
@@ -179,6 +181,10 @@ def _install_root_handler(handler: logging.Handler, level: str) -> None:
         # Servers configured earlier in the process may have raised or disabled these.
         routed.setLevel(logging.NOTSET)
         routed.disabled = False
+    for name in SILENCED_LOGGERS:
+        silenced = logging.getLogger(name)
+        silenced.handlers.clear()
+        silenced.propagate = False
 
 
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:

@@ -22,7 +22,13 @@ HTTP_LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=LATENCY_BUCKETS,
 )
-HTTP_IN_FLIGHT = Gauge("vocalis_http_requests_in_flight", "HTTP requests currently being handled.")
+# Gauges say how `vocalis serve --workers N` combines them across its processes
+# (`multiprocess_mode`; ignored with one process): see `exposition` below.
+HTTP_IN_FLIGHT = Gauge(
+    "vocalis_http_requests_in_flight",
+    "HTTP requests currently being handled.",
+    multiprocess_mode="livesum",
+)
 RATE_LIMITED = Counter(
     "vocalis_rate_limited_total", "Requests refused with 429 by the per-key rate limiter."
 )
@@ -31,12 +37,23 @@ AUTH_FAILURES = Counter(
     "Requests refused for missing or invalid credentials.",
     ["reason"],
 )
+AUTH_THROTTLED = Counter(
+    "vocalis_auth_throttled_total",
+    "Requests refused with 429 because their client address failed authentication too often.",
+)
+REALTIME_SESSIONS_REFUSED = Counter(
+    "vocalis_realtime_sessions_refused_total",
+    "Realtime WebSocket handshakes refused by a limit, by reason (`key_limit`, `org_limit`, "
+    "`rate_limited`).",
+    ["reason"],
+)
 
 # --- backends --------------------------------------------------------------------------
 BACKEND_UP = Gauge(
     "vocalis_backend_up",
     "1 when the last readiness check of a backend passed, else 0.",
     ["backend"],
+    multiprocess_mode="livemostrecent",
 )
 
 # --- workers and webhooks ----------------------------------------------------------------
@@ -61,6 +78,7 @@ QUEUE_DEPTH = Gauge(
     "vocalis_queue_depth",
     "Messages waiting in a Celery queue on the broker (read at scrape).",
     ["queue"],
+    multiprocess_mode="livemostrecent",
 )
 DEAD_LETTERS = Counter(
     "vocalis_dead_letters",
@@ -92,6 +110,7 @@ OUTBOX_EVENTS = Counter(
 
 __all__ = [
     "AUTH_FAILURES",
+    "AUTH_THROTTLED",
     "BACKEND_UP",
     "DEAD_LETTERS",
     "HTTP_IN_FLIGHT",
@@ -101,6 +120,7 @@ __all__ = [
     "OUTBOX_EVENTS",
     "QUEUE_DEPTH",
     "RATE_LIMITED",
+    "REALTIME_SESSIONS_REFUSED",
     "REGISTRY",
     "TASK_DURATION",
     "TASK_RETRIES",
@@ -142,6 +162,20 @@ LLM_COST = Counter(
     ["provider", "model"],
 )
 
+# --- MCP tools ----------------------------------------------------------------------------
+MCP_REQUESTS = Counter(
+    "vocalis_mcp_requests_total",
+    "MCP server operations (list_tools, call_tool) by outcome "
+    "(ok, tool_error, timeout, unavailable, forbidden).",
+    ["operation", "outcome"],
+)
+MCP_LATENCY = Histogram(
+    "vocalis_mcp_latency_seconds",
+    "Duration of an MCP server operation, session set-up included.",
+    ["operation"],
+    buckets=LATENCY_BUCKETS,
+)
+
 # --- voice --------------------------------------------------------------------------------
 VOICE_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -172,6 +206,71 @@ VOICE_TURN_LATENCY = Histogram(
 VOICE_BARGE_INS = Counter(
     "vocalis_voice_barge_ins_total",
     "Agent replies cut short because the user started speaking.",
+)
+VOICE_TURN_DECISION = Histogram(
+    "vocalis_voice_turn_decision_seconds",
+    "Time the end-of-turn model takes to decide at a pause (features and inference), by detector.",
+    ["detector"],
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+)
+VOICE_TURN_DECISIONS = Counter(
+    "vocalis_voice_turn_decisions_total",
+    "End-of-turn model decisions at pauses, by detector and outcome: `end` (the probability "
+    "reached the threshold), `wait` (the turn was given longer), `failed` (the model raised; "
+    "plain silence decided).",
+    ["detector", "outcome"],
+)
+
+# --- telephony ----------------------------------------------------------------------------
+TELEPHONY_CALLS = Counter(
+    "vocalis_telephony_calls_total",
+    "Phone calls that ended, by provider, direction (inbound, outbound) and outcome "
+    "(the conversation's end reason: caller_hung_up, agent_ended, transferred, max_duration…).",
+    ["provider", "direction", "outcome"],
+)
+TELEPHONY_ACTIVE_CALLS = Gauge(
+    "vocalis_telephony_active_calls", "Phone calls in progress, by provider.", ["provider"]
+)
+TELEPHONY_WEBHOOKS = Counter(
+    "vocalis_telephony_webhooks_total",
+    "Carrier voice webhooks, by provider and outcome (answered, bad_signature, unknown_number, "
+    "busy, ignored).",
+    ["provider", "outcome"],
+)
+TELEPHONY_PROVIDER_REQUESTS = Counter(
+    "vocalis_telephony_provider_requests_total",
+    "Call-control requests to a carrier's REST API, by provider, operation (answer, dial, "
+    "transfer, hang_up) and outcome (ok, an HTTP status, error).",
+    ["provider", "operation", "outcome"],
+)
+TELEPHONY_MEDIA_JITTER = Histogram(
+    "vocalis_telephony_media_jitter_seconds",
+    "How far the arrival of caller media frames strays from their timestamps, by provider.",
+    ["provider"],
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
+)
+TELEPHONY_PLAYOUT_UNDERRUNS = Counter(
+    "vocalis_telephony_playout_underruns_total",
+    "Times the carrier's buffer of agent audio ran dry in the middle of a reply, by provider.",
+    ["provider"],
+)
+TELEPHONY_TIME_TO_FIRST_AUDIO = Histogram(
+    "vocalis_telephony_time_to_first_audio_seconds",
+    "From the media stream's `start` to the first agent audio sent to the caller, by provider.",
+    ["provider"],
+    buckets=VOICE_LATENCY_BUCKETS,
+)
+VOICE_SPECULATIONS = Counter(
+    "vocalis_voice_speculations_total",
+    "Replies prepared speculatively at a pause in the user's speech, by outcome: `hit` (the "
+    "turn ended there and the reply was sent) or `dropped` (the user went on speaking).",
+    ["outcome"],
+)
+VOICE_INTERRUPTIONS = Counter(
+    "vocalis_voice_interruptions_total",
+    "User speech over the agent's answer, by outcome: `interruption` (the answer stopped), "
+    "`backchannel` or `false` (a cough, noise: the answer resumed).",
+    ["outcome"],
 )
 
 # --- knowledge ----------------------------------------------------------------------------
@@ -214,3 +313,32 @@ EMBEDDING_TEXTS = Counter(
     "Texts embedded, by model and purpose (ingest, query, api).",
     ["model", "purpose"],
 )
+
+
+# --- several server processes --------------------------------------------------------------
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition() -> bytes:
+    """What `/metrics` serves: this process's registry, or — under `vocalis serve
+    --workers N`, where `PROMETHEUS_MULTIPROC_DIR` is set — every worker's metrics merged
+    (counters and histograms summed, gauges by their `multiprocess_mode`)."""
+    import os
+
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    if not os.environ.get(MULTIPROC_ENV):
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def process_exited(pid: int) -> None:
+    """Drop a finished worker's live gauges (no-op with one process)."""
+    import os
+
+    from prometheus_client import multiprocess
+
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)

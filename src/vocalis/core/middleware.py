@@ -6,18 +6,20 @@ through untouched and cheaply.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vocalis.core import errors
+from vocalis.core import errors, jsonguard
 from vocalis.core.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
-from vocalis.core.problems import problem_response
+from vocalis.core.problems import PROBLEM_MEDIA_TYPE, problem_body, problem_response
 from vocalis.core.tracing import current_trace_id
 
 log = structlog.get_logger("vocalis.http")
@@ -26,13 +28,64 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _ACCEPTED_TYPES = ("application/json", "multipart/form-data")
 # Endpoints that legitimately take other bodies declare their path prefixes here.
-RAW_BODY_PATHS: tuple[str, ...] = ()
-# Multipart uploads have their own, larger, per-endpoint limits enforced while streaming.
-UPLOAD_PATH_MARKERS: tuple[str, ...] = ("/documents", "/audio/transcriptions")
+RAW_BODY_PATHS: tuple[str, ...] = ("/v1/telephony/",)  # carrier webhooks (Twilio: a form)
+# The upload routes (method and path template, exactly as routed) get the larger upload
+# limit; their endpoints enforce their own, smaller, limits while streaming. Every other
+# request, whatever its path contains, gets the JSON body limit.
+UPLOAD_ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/v1/knowledge-bases/{kb_id}/documents"),
+    ("POST", "/v1/audio/transcriptions"),
+    ("POST", "/v1/audio/translations"),
+)
+
+
+def _route_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^/{}]+\})", template)
+    return re.compile(
+        "^" + "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts) + "$"
+    )
+
+
+_UPLOAD_PATTERNS = tuple((method, _route_pattern(path)) for method, path in UPLOAD_ROUTES)
+
+
+def is_upload_route(method: str, path: str) -> bool:
+    """Whether a request goes to one of `UPLOAD_ROUTES` (the route, not a path substring)."""
+    return any(method == m and pattern.match(path) for m, pattern in _UPLOAD_PATTERNS)
+
+
+def _nul_in_url(scope: Scope) -> bool:
+    query = scope.get("query_string", b"")
+    return "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+async def _refuse_handshake(scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    """A 422 problem for a WebSocket handshake (close code 1008 without the extension)."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": "NUL in the URL"})
+        return
+    body = problem_body(
+        errors.VALIDATION_FAILED,
+        detail="NUL characters are not allowed in the URL.",
+        request_id=request_id,
+        instance=None,
+    )
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": body["status"],
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": json.dumps(body).encode()})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -73,6 +126,9 @@ class RequestContextMiddleware:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         if scope["type"] == "websocket":
+            if _nul_in_url(scope):  # ids with NUL would reach the database: refuse the handshake
+                await _refuse_handshake(scope, receive, send, request_id)
+                return
             await self.app(scope, receive, send)
             return
         await self._http(scope, receive, send, request_id)
@@ -132,21 +188,46 @@ class RequestContextMiddleware:
         HTTP_IN_FLIGHT.inc()
         try:
             early = self._precheck(scope, method, limit)
+            app_receive: Receive = receive_wrapper
+            if early is None and self._checks_json(scope, method):
+                # The whole body (at most `limit` bytes) is read here, checked for nesting
+                # and NUL, and handed on as it came.
+                messages = await self._read_body(receive_wrapper)
+                body = b"".join(m.get("body", b"") for m in messages)
+                try:
+                    jsonguard.check_raw(body)
+                except jsonguard.JsonRejected as exc:
+                    early = self._problem(
+                        scope,
+                        errors.VALIDATION_FAILED,
+                        exc.message,
+                        field_errors=[
+                            {"loc": ["body", *exc.loc], "msg": exc.message, "type": "value_error"}
+                        ],
+                    )
+                else:
+                    app_receive = self._replay(messages, receive)
             if early is not None:
                 await early(scope, receive, send_wrapper)
             else:
-                await self.app(scope, receive_wrapper, send_wrapper)
+                await self.app(scope, app_receive, send_wrapper)
         except _BodyTooLarge:
             if not response_started:
                 await self._problem(
                     scope, errors.PAYLOAD_TOO_LARGE, f"Body exceeds {limit} bytes."
                 )(scope, receive, send_wrapper)
-        except Exception:
-            log.exception("unhandled_error", method=method, path=scope.get("path"))
+        except Exception as exc:
+            # The database not answering (or failing a commit) is a retryable 503; anything
+            # else is a 500. Either way nothing of the request is reported as done.
+            down = isinstance(exc, OperationalError | InterfaceError)
+            log.exception(
+                "backend_unavailable" if down else "unhandled_error",
+                method=method,
+                path=scope.get("path"),
+            )
             if not response_started:
-                await self._problem(scope, errors.INTERNAL_ERROR, None)(
-                    scope, receive, send_wrapper
-                )
+                code = errors.BACKEND_UNAVAILABLE if down else errors.INTERNAL_ERROR
+                await self._problem(scope, code, None)(scope, receive, send_wrapper)
         finally:
             HTTP_IN_FLIGHT.dec()
             elapsed = time.perf_counter() - started
@@ -163,12 +244,39 @@ class RequestContextMiddleware:
             )
 
     def _limit_for(self, scope: Scope) -> int:
-        path = scope.get("path", "")
-        if any(marker in path for marker in UPLOAD_PATH_MARKERS):
+        if is_upload_route(scope["method"], scope.get("path", "")):
             return self.max_upload_bytes
         return self.max_body_bytes
 
+    @staticmethod
+    def _checks_json(scope: Scope, method: str) -> bool:
+        if method not in _BODY_METHODS or is_upload_route(method, scope.get("path", "")):
+            return False
+        return _is_json_type(_header(scope, b"content-type") or "")
+
+    @staticmethod
+    async def _read_body(receive: Receive) -> list[Message]:
+        messages: list[Message] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return messages
+
+    @staticmethod
+    def _replay(messages: list[Message], receive: Receive) -> Receive:
+        pending = list(messages)
+
+        async def replay() -> Message:
+            return pending.pop(0) if pending else await receive()
+
+        return replay
+
     def _precheck(self, scope: Scope, method: str, limit: int) -> Any:
+        if _nul_in_url(scope):
+            return self._problem(
+                scope, errors.VALIDATION_FAILED, "NUL characters are not allowed in the URL."
+            )
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.isdigit():
@@ -192,9 +300,17 @@ class RequestContextMiddleware:
         return None
 
     @staticmethod
-    def _problem(scope: Scope, code: str, detail: str | None) -> ASGIApp:
+    def _problem(
+        scope: Scope,
+        code: str,
+        detail: str | None,
+        *,
+        field_errors: list[dict[str, Any]] | None = None,
+    ) -> ASGIApp:
+        extra = {"errors": field_errors} if field_errors else None
+
         async def app(scope_: Scope, receive: Receive, send: Send) -> None:
-            response = problem_response(Request(scope_), code, detail)
+            response = problem_response(Request(scope_), code, detail, extra=extra)
             await response(scope_, receive, send)
 
         return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
@@ -40,9 +41,29 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise RequestError("The cursor is malformed.", code=INVALID_CURSOR) from exc
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not all(_position_value(v) for v in value.values()):
         raise RequestError("The cursor is malformed.", code=INVALID_CURSOR)
     return value
+
+
+def _position_value(value: Any) -> bool:
+    """What a position may hold: what `paginate` puts there (ids, ISO times, versions)."""
+    if isinstance(value, str):
+        return len(value) <= 200 and "\x00" not in value
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**31
+
+
+def created_before(position: dict[str, Any] | None) -> tuple[datetime, str] | None:
+    """The `(created_at, id)` a newest-first cursor points at (`{"c": iso time, "id"}`)."""
+    if not position or "c" not in position or "id" not in position:
+        return None
+    try:
+        created = datetime.fromisoformat(str(position["c"]))
+    except ValueError:
+        raise RequestError("The cursor is malformed.", code=INVALID_CURSOR) from None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return created, str(position["id"])
 
 
 class PageParams(BaseModel):
@@ -52,7 +73,7 @@ class PageParams(BaseModel):
     position: dict[str, Any] | None
 
 
-def page_params(
+async def page_params(  # async: FastAPI runs it on the loop, not in the thread pool
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[
         str | None, Query(max_length=512, description="`next_cursor` of the previous page.")

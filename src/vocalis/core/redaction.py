@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -532,16 +533,34 @@ _CREDENTIAL_RULES = tuple(rule for rule in RULES if rule.kind == "credential")
 PLACEHOLDERS: frozenset[str] = frozenset(rule.placeholder for rule in RULES)
 
 
+# Every trigger at once: when none occurs in a text (the common case), no rule that needs
+# one is tried. (A text containing any trigger matches this somewhere, so "no match" is
+# exact; with a match each rule still checks its own triggers.)
+_ANY_TRIGGER = re.compile(
+    "|".join(sorted({re.escape(t) for rule in RULES for t in rule.triggers}, key=len))
+)
+# Short strings recur in logs (routes, event names, ids): their redaction is remembered.
+_CACHED_CHARS = 256
+
+
 def _run_rules(text: str, rules: tuple[RedactionRule, ...]) -> str:
     lowered = text.lower()
     has_digit = _DIGIT.search(text) is not None
+    has_trigger = _ANY_TRIGGER.search(lowered) is not None
     for rule in rules:
         if rule.needs_digit and not has_digit:
             continue
-        if rule.triggers and not any(trigger in lowered for trigger in rule.triggers):
+        if rule.triggers and (
+            not has_trigger or not any(trigger in lowered for trigger in rule.triggers)
+        ):
             continue
         text = rule.apply(text)
     return text
+
+
+@functools.lru_cache(maxsize=8192)
+def _run_rules_cached(text: str, pii: bool) -> str:
+    return _run_rules(text, RULES if pii else _CREDENTIAL_RULES)
 
 
 def redact(text: str, *, pii: bool = True) -> str:
@@ -553,6 +572,8 @@ def redact(text: str, *, pii: bool = True) -> str:
     try:
         if not isinstance(text, str):
             text = str(text)
+        if len(text) <= _CACHED_CHARS:
+            return _run_rules_cached(text, pii)
         return _run_rules(text, RULES if pii else _CREDENTIAL_RULES)
     except Exception:
         return FALLBACK
@@ -560,7 +581,12 @@ def redact(text: str, *, pii: bool = True) -> str:
 
 def is_secret_key(key: object) -> bool:
     """True when a mapping key names a credential (`password`, `api_key`, `set-cookie`…)."""
-    return isinstance(key, str) and _SECRET_KEY_NAME.search(key) is not None
+    return isinstance(key, str) and _is_secret_name(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(key: str) -> bool:
+    return _SECRET_KEY_NAME.search(key) is not None
 
 
 def redact_value(obj: Any, *, pii: bool = True) -> Any:

@@ -35,6 +35,8 @@ SCOPES: dict[str, str] = {
     "knowledge:write": "Create knowledge bases and upload documents.",
     "webhooks:read": "Read webhook endpoints and deliveries.",
     "webhooks:write": "Manage webhook endpoints, replay deliveries.",
+    "telephony:read": "Read phone numbers.",
+    "telephony:write": "Manage phone numbers and place outbound calls.",
     "admin": "Operate: dead letters, feature flags.",
 }
 
@@ -44,6 +46,7 @@ _BUILD = {
     "conversations:write",
     "knowledge:write",
     "webhooks:write",
+    "telephony:write",
 }
 
 ROLE_SCOPES: dict[Role, frozenset[str]] = {

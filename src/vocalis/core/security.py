@@ -1,28 +1,110 @@
 """Authentication and authorisation: the scope a route needs lives in its signature.
 
 async def get_org(principal: Annotated[Principal, Scoped("org:read")]): ...
+
+The keys themselves are the organisations' business: the app factory puts an `ApiKeyStore`
+(`orgs.keys.OrgApiKeys`, behind a `CachedKeyStore`) on `app.state.api_keys`, and the rate
+limiter it puts on `app.state.rate_limiter` knows which organisations are limited.
+
+The principal cache keeps a live key's grant in process memory for at most
+`api_key_cache_ttl_s` (≤ 1 s): a key revoked in any process, or by hand in the database, is
+refused within that time; one revoked through this process is refused at once. Every
+request still goes through the rate limiter, and is still logged, traced and counted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import structlog
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from starlette.requests import HTTPConnection
 
 from vocalis.core import errors
+from vocalis.core.auth_throttle import AuthThrottle
 from vocalis.core.deps import get_backends
 from vocalis.core.metrics import AUTH_FAILURES, RATE_LIMITED
-from vocalis.core.ratelimit import RateLimiter
+from vocalis.core.ratelimit import RateLimiter, route_class
 from vocalis.core.redis_keys import API_KEY_LAST_USED
 from vocalis.core.scopes import SCOPES, Role
-from vocalis.flags.registry import RATE_LIMITING
-from vocalis.flags.service import flag_value
-from vocalis.orgs import service as orgs
+from vocalis.core.tracing import tag_request_span
 
 _bearer = HTTPBearer(auto_error=False, description="An API key `vk_…`.")
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What a live API key grants: its organisation, role and scopes."""
+
+    key_id: str
+    org_id: str
+    role: Role
+    scopes: frozenset[str]
+    created_by: str | None = None
+    expires_at: datetime | None = None
+
+
+class ApiKeyStore(Protocol):
+    """Finds live API keys and records their use."""
+
+    async def active_key(self, plaintext: str) -> KeyGrant | None:
+        """The live (not revoked, not expired) key matching `plaintext`, or None."""
+        ...
+
+    async def touch(self, key_id: str) -> None:
+        """Record that the key was used now."""
+        ...
+
+
+class CachedKeyStore:
+    """An `ApiKeyStore` remembering live grants for `ttl_s` seconds (the principal cache).
+
+    Entries are keyed by a digest of the key, never the key itself; they age from the moment
+    the lookup started, so a revocation committed during it is seen `ttl_s` later at most.
+    Unknown keys are not remembered (a new key works at once); an entry never outlives its
+    key's expiry. `forget(key_id)` drops a key this process revoked.
+    """
+
+    def __init__(self, inner: ApiKeyStore, *, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.inner = inner
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._grants: dict[bytes, tuple[KeyGrant, float]] = {}
+
+    async def active_key(self, plaintext: str) -> KeyGrant | None:
+        """The live key matching `plaintext`, from memory while its entry is fresh."""
+        digest = hashlib.sha256(plaintext.encode()).digest()
+        now = time.monotonic()
+        cached = self._grants.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        grant = await self.inner.active_key(plaintext)
+        if grant is None:
+            self._grants.pop(digest, None)
+            return None
+        if self.ttl_s > 0:
+            until = now + self.ttl_s
+            if grant.expires_at is not None:
+                until = min(until, now + (grant.expires_at.timestamp() - time.time()))
+            if len(self._grants) >= self.max_entries:
+                self._grants.clear()
+            self._grants[digest] = (grant, until)
+        return grant
+
+    async def touch(self, key_id: str) -> None:
+        """Record that the key was used now."""
+        await self.inner.touch(key_id)
+
+    def forget(self, key_id: str) -> None:
+        """Drop the cached grant of `key_id` (revoked here: refused from the next request)."""
+        for digest, (grant, _) in list(self._grants.items()):
+            if grant.key_id == key_id:
+                self._grants.pop(digest, None)
 
 
 @dataclass(frozen=True)
@@ -45,27 +127,50 @@ def _unauthorised(code: str, reason: str, detail: str) -> errors.AuthError:
     return errors.AuthError(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
+def client_address(connection: HTTPConnection) -> str | None:
+    """The caller's address (the proxy's `X-Forwarded-For` when uvicorn trusts it)."""
+    return connection.client.host if connection.client is not None else None
+
+
+def _api_keys(request: Request) -> ApiKeyStore:
+    keys: ApiKeyStore = request.app.state.api_keys
+    return keys
+
+
 async def _rate_limit(request: Request, principal: Principal) -> None:
-    if not flag_value(RATE_LIMITING, principal.org_id):
-        return
     limiter: RateLimiter = request.app.state.rate_limiter
-    decision = await limiter.hit(principal.key_id)
+    if not limiter.applies_to(principal.org_id):
+        return
+    route = request.scope.get("route")
+    rate_class = route_class(route, request.method) if limiter.classes else None
+    decision = await limiter.hit(principal.key_id, rate_class=rate_class)
     request.state.rate_limit_headers = decision.headers()
     if not decision.allowed:
         RATE_LIMITED.inc()
+        bucket = f"the `{decision.rate_class}` class" if decision.rate_class else "the key"
         raise errors.RateLimited(
-            f"Rate limit exceeded; retry in {decision.retry_after_s} s.",
+            f"Rate limit of {bucket} exceeded; retry in {decision.retry_after_s} s.",
             headers=decision.headers(),
         )
 
 
+TOUCH_EVERY_S = 60.0
+_touch_due: dict[str, float] = {}  # key id -> when this process next asks Redis
+
+
 async def _mark_used(request: Request, key_id: str) -> None:
-    """Write `last_used_at` at most once a minute per key."""
-    backends = get_backends(request)
-    if not await backends.redis.set(API_KEY_LAST_USED.format(key_id=key_id), b"1", ex=60, nx=True):
+    """Write `last_used_at` at most once a minute per key (across processes, via Redis)."""
+    now = time.monotonic()
+    if _touch_due.get(key_id, 0.0) > now:
         return
-    async with backends.database.session() as session:
-        await orgs.touch_last_used(session=session, key_id=key_id)
+    if len(_touch_due) > 10_000:
+        _touch_due.clear()
+    _touch_due[key_id] = now + TOUCH_EVERY_S
+    backends = get_backends(request)
+    key = API_KEY_LAST_USED.format(key_id=key_id)
+    if not await backends.redis.set(key, b"1", ex=int(TOUCH_EVERY_S), nx=True):
+        return
+    await _api_keys(request).touch(key_id)
 
 
 async def authenticate(
@@ -78,27 +183,32 @@ async def authenticate(
         raise _unauthorised(
             errors.AUTH_MISSING, "missing", "Send `Authorization: Bearer <api key>`."
         )
-    backends = get_backends(request)
-    async with backends.database.session() as session:
-        key = await orgs.find_active_key(session=session, plaintext=credentials.credentials)
+    throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
+    address = client_address(request)
+    if throttle is not None:
+        await throttle.check(address)
+    key = await _api_keys(request).active_key(credentials.credentials)
     if key is None:
+        if throttle is not None:
+            await throttle.failed(address)
         raise _unauthorised(
             errors.AUTH_INVALID, "invalid", "The API key is invalid, revoked or expired."
         )
     principal = Principal(
         org_id=key.org_id,
-        key_id=key.id,
-        role=Role(key.role),
-        scopes=frozenset(key.scopes),
+        key_id=key.key_id,
+        role=key.role,
+        scopes=key.scopes,
         user_id=key.created_by,
     )
     request.state.principal = principal
     structlog.contextvars.bind_contextvars(org_id=principal.org_id)
+    tag_request_span(org_id=principal.org_id)
     missing = [s for s in security_scopes.scopes if not principal.has(s)]
     if missing:
         raise errors.PermissionDenied(f"This key lacks the scope(s): {', '.join(missing)}.")
     await _rate_limit(request, principal)
-    await _mark_used(request, key.id)
+    await _mark_used(request, key.key_id)
     return principal
 
 

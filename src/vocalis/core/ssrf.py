@@ -10,10 +10,14 @@ NAT64, 6to4, Teredo) — unless the host or a CIDR is on the allow-list
 no further than `127.0.0.1` would.
 
 Checking a name and then letting the HTTP client resolve it again would leave a window for
-DNS rebinding (the second answer may differ). `GuardedTransport` closes it: it checks each
-request (redirects included) and connects to the very address it checked, while the
+DNS rebinding (the second answer may differ). `GuardedTransport` (for `httpx` clients) and
+`GuardedTransport2` (for `httpx2`, the client of the `openai` and `mcp` SDKs) close it, with
+one implementation: they check each request — every redirect hop, since a client sends each
+hop through its transport — and connect to the very address they checked, while the
 request keeps its `Host` header and TLS uses the original name for SNI and certificate
-verification (httpcore's `sni_hostname` extension).
+verification (the `sni_hostname` extension). Every outbound call a user can aim uses them:
+organisations' model endpoints and MCP servers (`guarded_client2`), webhook deliveries,
+carriers' REST APIs and the `http_request` tool (`guarded_client`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import httpx2
 
 from vocalis.core.errors import RequestError, register
 
@@ -230,8 +235,16 @@ async def _resolve(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
     return addresses
 
 
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that checks every request and connects to the checked address."""
+class _PinningTransport:
+    """What both guarded transports do; `_http` is the library (`httpx` or `httpx2`).
+
+    Each request — every redirect hop included, since the clients send each hop through
+    their transport — is checked by `check_url` and sent to the very address that passed
+    the check. One connection pool per host name: a pooled TLS connection was verified for
+    one name only, so two names on the same address must never share it.
+    """
+
+    _http: Any
 
     def __init__(
         self,
@@ -242,18 +255,16 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self.allowlist = Allowlist.of(allowlist)
         self._resolver = resolver
-        self._options = transport_options
-        # One pool per host name: a pooled TLS connection was verified for one name only,
-        # so two names on the same address must never share it.
-        self._transports: dict[str, httpx.AsyncHTTPTransport] = {}
+        self._options = {"trust_env": False, **transport_options}
+        self._transports: dict[str, Any] = {}
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: Any) -> Any:
         """Check the URL, then send the request to the address that passed the check."""
-        target = await check_url(request.url, self.allowlist, resolver=self._resolver)
+        target = await check_url(str(request.url), self.allowlist, resolver=self._resolver)
         extensions = dict(request.extensions)
         if target.scheme == "https":
             extensions["sni_hostname"] = target.host
-        pinned = httpx.Request(
+        pinned = self._http.Request(
             request.method,
             request.url.copy_with(host=target.addresses[0]),
             headers=request.headers,  # carries the original Host header
@@ -262,7 +273,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         )
         transport = self._transports.get(target.host)
         if transport is None:
-            transport = self._transports[target.host] = httpx.AsyncHTTPTransport(**self._options)
+            transport = self._http.AsyncHTTPTransport(**self._options)
+            self._transports[target.host] = transport
         return await transport.handle_async_request(pinned)
 
     async def aclose(self) -> None:
@@ -270,6 +282,18 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         for transport in self._transports.values():
             await transport.aclose()
         self._transports.clear()
+
+
+class GuardedTransport(_PinningTransport, httpx.AsyncBaseTransport):
+    """The guard for `httpx` clients (webhooks, carriers, the `http_request` tool)."""
+
+    _http = httpx
+
+
+class GuardedTransport2(_PinningTransport, httpx2.AsyncBaseTransport):
+    """The guard for `httpx2` clients: the HTTP client of the `openai` and `mcp` SDKs."""
+
+    _http = httpx2
 
 
 def guarded_client(
@@ -284,6 +308,26 @@ def guarded_client(
     return httpx.AsyncClient(
         transport=GuardedTransport(allowlist, resolver=resolver, **transport_options),
         timeout=timeout,
+        follow_redirects=follow_redirects,
+        trust_env=False,  # an environment proxy would bypass the address pinning
+    )
+
+
+def guarded_client2(
+    allowlist: Allowlist | Iterable[str] | None = None,
+    *,
+    timeout: float | httpx2.Timeout = 30.0,
+    resolver: Resolver | None = None,
+    headers: dict[str, str] | None = None,
+    follow_redirects: bool = False,
+    **transport_options: Any,
+) -> httpx2.AsyncClient:
+    """An httpx2 client (for the `openai` and `mcp` SDKs) whose every request (and
+    redirect) passes the SSRF guard."""
+    return httpx2.AsyncClient(
+        transport=GuardedTransport2(allowlist, resolver=resolver, **transport_options),
+        timeout=timeout,
+        headers=headers,
         follow_redirects=follow_redirects,
         trust_env=False,  # an environment proxy would bypass the address pinning
     )

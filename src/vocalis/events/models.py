@@ -18,6 +18,7 @@ class OutboxEvent(OrgScoped, Base):
     __tablename__ = "outbox_events"
     __table_args__ = (
         Index("ix_outbox_events_dispatched_at_created_at", "dispatched_at", "created_at"),
+        Index("ix_outbox_events_held_at", "held_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("evt"))
@@ -31,3 +32,13 @@ class OutboxEvent(OrgScoped, Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
+    held_at: Mapped[datetime | None] = mapped_column(
+        default=None,
+        comment="Set while the event waits for its document-store change: not dispatched "
+        "until released (the change happened) or deleted (it did not).",
+    )
+    witness: Mapped[dict[str, Any] | None] = mapped_column(
+        default=None,
+        comment="Held events: the document (collection, doc_id, match) that exists once "
+        "the change happened; the reconciler settles a stale held event by it.",
+    )

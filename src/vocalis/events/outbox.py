@@ -16,28 +16,47 @@ dispatches the event later.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import structlog
+from sqlalchemy import delete, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from vocalis.core.db import utcnow
+from vocalis.core.db import Database, utcnow
 from vocalis.core.errors import ValidationFailed
+from vocalis.core.ids import new_id
 from vocalis.core.metrics import OUTBOX_EVENTS
 from vocalis.events.models import OutboxEvent
-from vocalis.webhooks.events import API_VERSION, EVENTS
+from vocalis.events.registry import API_VERSION, EVENTS
+from vocalis.ports.document_store import DocumentStore
+from vocalis.ports.events import EventSink, NamedEvent, Witness
 
 DISPATCH_TASK = "vocalis.webhooks.dispatch_event"
+# The events of one transaction (a one-off conversation's) go in one message.
+DISPATCH_MANY_TASK = "vocalis.webhooks.dispatch_events"
 _PENDING = "vocalis.outbox.pending"
 _HOOKED = "vocalis.outbox.hooked"
+
+log = structlog.get_logger(__name__)
 
 
 class UnknownEventType(ValueError):
     """The event type is not in the registry."""
+
+
+def _validated(type: str, data: dict[str, Any]) -> dict[str, Any]:
+    spec = EVENTS.get(type)
+    if spec is None:
+        raise UnknownEventType(f"unknown event type {type!r}; known: {', '.join(EVENTS)}")
+    try:
+        return spec.validate(data)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ValidationFailed(f"Event {type} data is invalid: {exc}") from exc
 
 
 async def record_event(
@@ -54,13 +73,7 @@ async def record_event(
     With an `idempotency_key` the event id is derived from it, so recording the same
     event twice (a retried task) returns the first one instead of a duplicate.
     """
-    spec = EVENTS.get(type)
-    if spec is None:
-        raise UnknownEventType(f"unknown event type {type!r}; known: {', '.join(EVENTS)}")
-    try:
-        payload = spec.validate(data)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ValidationFailed(f"Event {type} data is invalid: {exc}") from exc
+    payload = _validated(type, data)
     event_id = _event_id(org_id, type, idempotency_key) if idempotency_key else None
     if event_id is not None:
         existing = await session.get(OutboxEvent, event_id)
@@ -81,6 +94,187 @@ async def record_event(
     OUTBOX_EVENTS.labels(type=type).inc()
     _dispatch_after_commit(session, row.id)
     return row
+
+
+class OutboxSink:
+    """The process's event sink: the transactional outbox (webhooks).
+
+    Conversations live in the document store, so their events cannot share the change's
+    transaction. `guarded` closes that gap (see `vocalis.ports.events`): the events are
+    written first, held, with a witness; then the document-store change is made; then they
+    are released for dispatch, or deleted when the change did not happen. A crash or a
+    database error after the first write leaves held events, which `settle_held` (run by
+    the outbox sweep) releases or deletes by looking the witness up in the document store.
+    Event ids are fixed when the events are held, so a release and a reconciliation racing
+    each other dispatch each event once.
+
+    Plain calls (`__call__`, `record_many`) record events with no document-store change in
+    one transaction each; a failure is logged.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def __call__(self, name: str, payload: Mapping[str, Any]) -> None:
+        await self.record_many([(name, payload)])
+
+    async def record_many(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Record `events` (name, payload with `org_id`) in one transaction."""
+        try:
+            async with self.database.session() as session:
+                for name, payload in events:
+                    data = {k: v for k, v in payload.items() if k != "org_id"}
+                    await record_event(
+                        session=session, org_id=str(payload["org_id"]), type=name, data=data
+                    )
+        except Exception:
+            log.exception("event_not_recorded", events=[name for name, _ in events])
+
+    async def guarded(
+        self,
+        events: Sequence[NamedEvent],
+        witness: Witness,
+        change: Callable[[], Awaitable[bool]],
+    ) -> bool:
+        """Hold `events`, make `change`, release or drop them (see the class doc).
+
+        Raises, without making the change, when the events cannot be written. When `change`
+        raises, the held events are left to the reconciler: the change may have happened."""
+        rows = [_held_row(name, payload, witness) for name, payload in events]
+        async with self.database.session() as session:
+            session.add_all(rows)
+        snapshots = [_snapshot(row) for row in rows]
+        done = await change()
+        try:
+            if done:
+                await release(self.database, snapshots)
+            else:
+                await _drop(self.database, [row["id"] for row in snapshots])
+        except Exception:
+            # The reconciler settles them: the change is in the document store (or not).
+            log.exception("held_events_not_settled", events=[row["id"] for row in snapshots])
+        return done
+
+
+def outbox_sink(database: Database) -> EventSink:
+    """The outbox as the process's event sink (see `OutboxSink`)."""
+    return OutboxSink(database)
+
+
+def _held_row(name: str, payload: Mapping[str, Any], witness: Witness) -> OutboxEvent:
+    data = {k: v for k, v in payload.items() if k != "org_id"}
+    now = utcnow()
+    return OutboxEvent(
+        id=new_id("evt"),
+        org_id=str(payload["org_id"]),
+        type=name,
+        api_version=API_VERSION,
+        data=_validated(name, data),
+        created_at=now,
+        held_at=now,
+        witness={
+            "collection": witness.collection,
+            "doc_id": witness.doc_id,
+            "match": dict(witness.match),
+        },
+    )
+
+
+def _snapshot(row: OutboxEvent) -> dict[str, Any]:
+    """What a released event is re-created from if the reconciler dropped it meanwhile."""
+    return {
+        "id": row.id,
+        "org_id": row.org_id,
+        "type": row.type,
+        "api_version": row.api_version,
+        "data": row.data,
+        "created_at": row.created_at,
+    }
+
+
+async def release(database: Database, rows: Sequence[dict[str, Any]]) -> None:
+    """The change happened: make the held events dispatchable (and dispatch them).
+
+    An event the reconciler deleted meanwhile (it judged too early, while the change was
+    still being made) is written again under its id."""
+    ids = [row["id"] for row in rows]
+    async with database.session() as session:
+        await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(ids), OutboxEvent.held_at.is_not(None))
+            .values(held_at=None, witness=None)
+        )
+        present = set(
+            (await session.scalars(select(OutboxEvent.id).where(OutboxEvent.id.in_(ids)))).all()
+        )
+        for row in rows:
+            if row["id"] not in present:
+                session.add(OutboxEvent(**row))
+                log.warning("held_event_rewritten", event_id=row["id"], type=row["type"])
+        for row in rows:
+            OUTBOX_EVENTS.labels(type=row["type"]).inc()
+            _dispatch_after_commit(session, row["id"])
+
+
+async def _drop(database: Database, ids: Sequence[str]) -> None:
+    async with database.session() as session:
+        await session.execute(
+            delete(OutboxEvent).where(OutboxEvent.id.in_(ids), OutboxEvent.held_at.is_not(None))
+        )
+
+
+async def settle_held(
+    database: Database, documents: DocumentStore, *, older_than: timedelta, limit: int = 500
+) -> tuple[int, int]:
+    """Release the held events whose change is in the document store, delete the others;
+    only events held longer than `older_than` (their change is over). Returns (released,
+    dropped)."""
+    cutoff = utcnow() - older_than
+    async with database.session() as session:
+        held = (
+            await session.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.held_at.is_not(None), OutboxEvent.held_at <= cutoff)
+                .order_by(OutboxEvent.held_at)
+                .limit(limit)
+            )
+        ).all()
+        stale = [(row.id, row.org_id, dict(row.witness or {})) for row in held]
+    released = dropped = 0
+    seen: dict[str, bool] = {}
+    for event_id, org_id, witness in stale:
+        key = json.dumps([org_id, witness], sort_keys=True, default=str)
+        if key not in seen:
+            found = await documents.find_one(
+                str(witness.get("collection", "")),
+                org_id,
+                {"_id": witness.get("doc_id"), **dict(witness.get("match") or {})},
+            )
+            seen[key] = found is not None
+        async with database.session() as session:
+            if seen[key]:
+                result = await session.execute(
+                    update(OutboxEvent)
+                    .where(OutboxEvent.id == event_id, OutboxEvent.held_at.is_not(None))
+                    .values(held_at=None, witness=None)
+                )
+                if _rowcount(result):
+                    released += 1
+                    _dispatch_after_commit(session, event_id)
+            else:
+                result = await session.execute(
+                    delete(OutboxEvent).where(
+                        OutboxEvent.id == event_id, OutboxEvent.held_at.is_not(None)
+                    )
+                )
+                dropped += _rowcount(result)
+    if released or dropped:
+        log.warning("held_events_settled", released=released, dropped=dropped)
+    return released, dropped
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _event_id(org_id: str, type: str, key: str) -> str:
@@ -104,8 +298,10 @@ def _after_commit(sync: Session) -> None:
         return
     from vocalis.workers.publish import publish_in_background
 
-    for event_id in ids:
-        publish_in_background(DISPATCH_TASK, [event_id])
+    if len(ids) == 1:
+        publish_in_background(DISPATCH_TASK, ids)
+    else:
+        publish_in_background(DISPATCH_MANY_TASK, [ids])
 
 
 def _after_rollback(sync: Session) -> None:
@@ -120,7 +316,11 @@ async def undispatched(
     cutoff = utcnow() - older_than
     rows = await session.scalars(
         select(OutboxEvent)
-        .where(OutboxEvent.dispatched_at.is_(None), OutboxEvent.created_at <= cutoff)
+        .where(
+            OutboxEvent.dispatched_at.is_(None),
+            OutboxEvent.held_at.is_(None),
+            OutboxEvent.created_at <= cutoff,
+        )
         .order_by(OutboxEvent.created_at)
         .limit(limit)
     )
@@ -130,7 +330,9 @@ async def undispatched(
 async def claim(*, session: AsyncSession, event_id: str) -> OutboxEvent | None:
     """Lock an undispatched event for dispatch; None when it is gone or already dispatched."""
     query = select(OutboxEvent).where(
-        OutboxEvent.id == event_id, OutboxEvent.dispatched_at.is_(None)
+        OutboxEvent.id == event_id,
+        OutboxEvent.dispatched_at.is_(None),
+        OutboxEvent.held_at.is_(None),  # a held event waits for its change
     )
     if session.get_bind().dialect.name == "postgresql":
         # A concurrent dispatcher (sweep and immediate publish) skips instead of waiting.
@@ -151,5 +353,7 @@ __all__ = [
     "claim",
     "mark_dispatched",
     "record_event",
+    "release",
+    "settle_held",
     "undispatched",
 ]

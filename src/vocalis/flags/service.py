@@ -27,6 +27,9 @@ class RegistryFlagProvider(AbstractProvider):
     def __init__(self, deployment: Mapping[str, Any] | None = None) -> None:
         self.deployment: dict[str, Any] = dict(deployment or {})
         self.org_overrides: dict[tuple[str, str], Any] = {}
+        # Overrides by the database they were loaded from: a process serving several
+        # databases (the test suite runs many apps in one process) keeps each one's rows.
+        self.sources: dict[str, dict[tuple[str, str], Any]] = {}
 
     def get_metadata(self) -> Metadata:
         return Metadata(name="vocalis-registry")
@@ -96,16 +99,37 @@ def configure_flags(deployment: Mapping[str, Any]) -> RegistryFlagProvider:
     return _provider
 
 
-def set_org_overrides(overrides: Sequence[tuple[str, str, Any]]) -> None:
-    """Replace the organisation overrides with (org_id, key, value) triples."""
-    _provider.org_overrides = {(org, key): value for org, key, value in overrides}
+def set_org_overrides(overrides: Sequence[tuple[str, str, Any]], source: str = "") -> None:
+    """Replace the organisation overrides loaded from `source` with (org_id, key, value) triples.
+
+    `source` names the database the rows came from; the overrides of other sources stay
+    (organisation ids are unique, so the sets never overlap).
+    """
+    _provider.sources[source] = {(org, key): value for org, key, value in overrides}
+    merged: dict[tuple[str, str], Any] = {}
+    for rows in _provider.sources.values():
+        merged.update(rows)
+    _provider.org_overrides = merged
+
+
+def _is_kind(value: object, kind: type) -> bool:
+    return isinstance(value, kind) and (kind is bool) == isinstance(value, bool)
 
 
 def flag_value(flag: Flag[T], org_id: str | None = None) -> T:
     """The value of a flag, for an organisation when given; the one way to read a flag."""
-    client = api.get_client("vocalis")
     ctx = EvaluationContext(targeting_key=org_id) if org_id else None
-    value: Any
+    if (
+        api.provider_registry.get_default_provider() is _provider
+        and not api.get_hooks()
+        and not api.get_evaluation_context().attributes
+    ):
+        # Our own in-memory provider and no hooks: resolve directly, without the client's
+        # per-call machinery (it runs on every request: the rate-limit flag).
+        value: Any = _provider._resolve(flag.key, flag.default, ctx).value
+        if _is_kind(value, flag.kind):
+            return value
+    client = api.get_client("vocalis")
     if flag.kind is bool:
         value = client.get_boolean_value(flag.key, flag.default, ctx)  # type: ignore[arg-type]
     elif flag.kind is int:

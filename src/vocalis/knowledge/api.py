@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from vocalis.agents.runtime import RETRIEVER_EXTRA
 from vocalis.core.deps import BackendsDep, SessionDep
+from vocalis.core.openapi import error_responses
 from vocalis.core.pagination import ListResource, Page, paginate
+from vocalis.core.ratelimit import rate_limit_class
 from vocalis.core.security import Principal, Scoped
-from vocalis.knowledge import backends as knowledge_backends
 from vocalis.knowledge import errors as _errors  # noqa: F401  (registers the document codes)
 from vocalis.knowledge import retrieval, service
 from vocalis.knowledge.models import DocumentStatus
@@ -29,19 +27,7 @@ from vocalis.knowledge.schemas import (
 )
 from vocalis.knowledge.upload import read_upload
 
-
-@asynccontextmanager
-async def knowledge_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Give the agent runtime its retriever; release the knowledge engines at shutdown."""
-    backends = app.state.backends
-    backends.extras.setdefault(RETRIEVER_EXTRA, retrieval.KnowledgeRetriever(backends))
-    try:
-        yield
-    finally:
-        await knowledge_backends.close(backends)
-
-
-router = APIRouter(prefix="/v1", tags=["knowledge"], lifespan=knowledge_lifespan)
+router = APIRouter(prefix="/v1", tags=["knowledge"])
 
 _KB_404: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such knowledge base (or another organisation's)."}
@@ -175,12 +161,25 @@ async def delete_knowledge_base(
             "model": UploadOut,
         },
         404: _KB_404[404],
-        413: {"description": "The file exceeds the per-document size limit."},
-        415: {"description": "The content is not a supported (or allowed) document type."},
-        422: {"description": "Empty file, corrupt or unsafe archive, missing `file` field."},
+        **error_responses(
+            "bad_request",
+            "conflict",
+            "document_file_too_large",
+            "document_type_unsupported",
+            "document_type_not_allowed",
+            "document_type_mismatch",
+            "document_empty",
+            "document_corrupt",
+            "document_unsafe_archive",
+            status_400="The multipart body is malformed.",
+            status_409="Another upload of the same name is in progress; retry.",
+            status_413="The file exceeds the per-document size limit.",
+            status_415="The content is not a supported (or allowed) document type.",
+            status_422="Empty file, corrupt or unsafe archive, missing `file` field.",
+        ),
         503: {"description": "The ingestion queue is unreachable; nothing was kept."},
     },
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra={**_UPLOAD_BODY, **rate_limit_class("uploads")},
     summary="Upload a document (multipart field `file`); ingestion runs in the background",
 )
 async def upload_document(
@@ -274,6 +273,7 @@ async def delete_document(
 # --- query -------------------------------------------------------------------------------
 @router.post(
     "/knowledge-bases/{kb_id}/query",
+    openapi_extra=rate_limit_class("reads"),  # a search: changes nothing
     response_model=QueryOut,
     responses=_KB_404,
     summary="Hybrid search in a knowledge base",
@@ -286,7 +286,7 @@ async def query_knowledge_base(
     backends: BackendsDep,
 ) -> QueryOut:
     await service.get_knowledge_base(session=session, org_id=principal.org_id, kb_id=kb_id)
-    defaults = retrieval.default_options(backends, body.top_k)
+    defaults = retrieval.default_options(backends.settings, body.top_k)
     options = retrieval.SearchOptions(
         top_k=defaults.top_k,
         filters=body.filters,

@@ -10,13 +10,23 @@ at characters).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vocalis.knowledge.extract import Section
+from vocalis.ports.knowledge import TokenCounter
 
-TokenCounter = Callable[[Sequence[str]], list[int]]
-"""Counts the tokens of each text (without special tokens), in one batched call."""
+_WORDPIECE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def approximate_token_counts(texts: Sequence[str]) -> list[int]:
+    """Token counts for remote models whose tokenizer we lack: words, punctuation, and
+    one more token per 4 characters of long words (sub-word pieces); errs on the high side."""
+    counts = []
+    for text in texts:
+        pieces = _WORDPIECE.findall(text)
+        counts.append(sum(1 + max(0, len(p) - 4) // 4 for p in pieces))
+    return counts
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,10 @@ from vocalis.core.metrics import (
 )
 from vocalis.core.tracing import SPAN_NAMES, tracer
 from vocalis.events.outbox import record_event
-from vocalis.knowledge import backends as knowledge_backends
+from vocalis.events.registry import DocumentFailed, DocumentReady
 from vocalis.knowledge import service
-from vocalis.knowledge.backends import KnowledgeEngines
 from vocalis.knowledge.chunking import Chunk, ChunkingOptions, chunk_sections
+from vocalis.knowledge.embedding import embed
 from vocalis.knowledge.errors import DocumentRejected, EmptyDocument
 from vocalis.knowledge.extract import (
     ExtractedDocument,
@@ -61,10 +61,10 @@ from vocalis.knowledge.extract import (
 from vocalis.knowledge.models import DocumentStatus, KnowledgeDocument
 from vocalis.knowledge.sniff import sniff
 from vocalis.ports.embeddings import EmbeddingError
+from vocalis.ports.knowledge import KnowledgeEngines
 from vocalis.ports.object_store import ObjectNotFound
 from vocalis.ports.vector_store import ChunkMetadata, ChunkRecord
 from vocalis.settings import Settings
-from vocalis.webhooks.events import DocumentFailed, DocumentReady
 from vocalis.workers.retry import TransientError, is_transient
 
 log = structlog.get_logger(__name__)
@@ -234,24 +234,52 @@ async def embed_and_index(
     clock: StageClock,
     batch_size: int,
 ) -> None:
-    """Embed and index chunks batch by batch, so memory stays flat for long documents."""
+    """Embed and index chunks batch by batch, so memory stays flat for long documents.
+
+    Batch *n* is written to the vector store while batch *n+1* is embedded (the model runs
+    on its own threads, the store's write is I/O and its own runtime), so indexing adds
+    little to the time embedding takes. At most one write is in flight; a failed write
+    fails the run after the current embedding, and a failed embedding cancels nothing
+    that was not already sent.
+    """
     started = time.perf_counter()
-    for start in range(0, len(chunks), batch_size):
-        batch = chunks[start : start + batch_size]
-        with clock.stage("embed", batch_start=start):
-            try:
-                vectors = await knowledge_backends.embed(
-                    built.embedder, [c.embedding_text() for c in batch], purpose="ingest"
-                )
-            except EmbeddingError as exc:
-                raise IngestionUnavailable(f"embedding failed: {exc}") from exc
-        with clock.stage("index", batch_start=start):
-            records = chunk_records(ref, batch, vectors)
-            await _backend_call("vector store", built.vector_store.upsert(ref.org_id, records))
+    writing: asyncio.Task[None] | None = None
+    try:
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start : start + batch_size]
+            with clock.stage("embed", batch_start=start):
+                try:
+                    vectors = await embed(
+                        built.embedder, [c.embedding_text() for c in batch], purpose="ingest"
+                    )
+                except EmbeddingError as exc:
+                    raise IngestionUnavailable(f"embedding failed: {exc}") from exc
+            if writing is not None:
+                await writing
+            writing = asyncio.create_task(_index_batch(ref, batch, vectors, built, clock, start))
+        if writing is not None:
+            await writing
+    finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
     INGEST_CHUNKS.inc(len(chunks))
     elapsed = time.perf_counter() - started
     if elapsed > 0:
         INGEST_CHUNKS_PER_SECOND.observe(len(chunks) / elapsed)
+
+
+async def _index_batch(
+    ref: VersionRef,
+    batch: Sequence[Chunk],
+    vectors: list[list[float]],
+    built: KnowledgeEngines,
+    clock: StageClock,
+    start: int,
+) -> None:
+    with clock.stage("index", batch_start=start):
+        records = chunk_records(ref, batch, vectors)
+        await _backend_call("vector store", built.vector_store.upsert(ref.org_id, records))
 
 
 async def _backend_call(what: str, call: Any) -> Any:
@@ -281,7 +309,7 @@ async def ingest_document(
         return IngestOutcome(Outcome.SKIPPED, reason=skip)
     clock = StageClock()
     try:
-        built = await knowledge_backends.engines(backends)
+        built = await backends.knowledge.get()
         result = await run_pipeline(backends, ref, built, clock)
     except DocumentRejected as exc:
         await _fail(backends, ref, exc.code, exc.detail, remove_files=True)

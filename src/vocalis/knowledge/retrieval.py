@@ -16,16 +16,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import structlog
 from sqlalchemy import select
 
 from vocalis.core.backends import Backends
+from vocalis.core.db import Database
 from vocalis.core.errors import ValidationFailed
+from vocalis.core.lazy import Lazy
 from vocalis.core.metrics import RETRIEVAL_LATENCY
 from vocalis.core.tracing import tracer
-from vocalis.knowledge import backends as knowledge_backends
+from vocalis.knowledge.embedding import embed
 from vocalis.knowledge.models import KnowledgeDocument
+from vocalis.ports.knowledge import KnowledgeEngines
 from vocalis.ports.retriever import Passage
-from vocalis.ports.vector_store import FilterValue, QueryRequest, ScoredChunk
+from vocalis.ports.vector_store import FilterValue, InvalidQuery, QueryRequest, ScoredChunk
+from vocalis.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 # Candidates fetched per result wanted: room for dropped stale chunks, and MMR's choice.
 _OVERFETCH = 2
@@ -44,9 +51,8 @@ class SearchOptions:
     mmr_lambda: float = 0.5
 
 
-def default_options(backends: Backends, top_k: int | None = None) -> SearchOptions:
+def default_options(settings: Settings, top_k: int | None = None) -> SearchOptions:
     """Search options from the settings."""
-    settings = backends.settings
     return SearchOptions(
         top_k=top_k or settings.knowledge_top_k,
         score_threshold=settings.knowledge_score_threshold or None,
@@ -65,6 +71,27 @@ async def search(
     caller: str = "query",
 ) -> list[ScoredChunk]:
     """The best chunks for `query` in the organisation's `kb_ids`, best first."""
+    return await _search(
+        backends.database,
+        backends.knowledge,
+        org_id=org_id,
+        kb_ids=kb_ids,
+        query=query,
+        options=options,
+        caller=caller,
+    )
+
+
+async def _search(
+    database: Database,
+    knowledge: Lazy[KnowledgeEngines],
+    *,
+    org_id: str,
+    kb_ids: Sequence[str],
+    query: str,
+    options: SearchOptions,
+    caller: str,
+) -> list[ScoredChunk]:
     started = time.perf_counter()
     with tracer().start_as_current_span("rag.retrieve") as span:
         span.set_attribute("vocalis.org_id", org_id)
@@ -73,8 +100,8 @@ async def search(
         try:
             if not kb_ids or not query.strip():
                 return []
-            built = await knowledge_backends.engines(backends)
-            [vector] = await knowledge_backends.embed(built.embedder, [query], purpose="query")
+            built = await knowledge.get()
+            [vector] = await embed(built.embedder, [query], purpose="query")
             fetch = options.top_k * (_MMR_OVERFETCH if options.mmr else _OVERFETCH)
             request = QueryRequest(
                 vector=vector,
@@ -88,9 +115,14 @@ async def search(
             )
             try:
                 candidates = await built.vector_store.query(org_id, request)
-            except ValueError as exc:  # an unknown filter field or a value of the wrong type
+            except InvalidQuery as exc:  # an unknown filter field or a value out of range
                 raise ValidationFailed(str(exc)) from exc
-            live = await _live_chunks(backends, org_id, candidates)
+            except ValueError as exc:
+                # The backend's own message holds its query text (with the organisation
+                # and knowledge-base ids): logged, never sent.
+                log.warning("retrieval_query_refused", error=str(exc))
+                raise ValidationFailed("The filters cannot be applied to this query.") from exc
+            live = await _live_chunks(database, org_id, candidates)
             if options.mmr:
                 results = mmr_rerank(vector, live, options.top_k, options.mmr_lambda)
             else:
@@ -102,7 +134,7 @@ async def search(
 
 
 async def _live_chunks(
-    backends: Backends, org_id: str, chunks: Sequence[ScoredChunk]
+    database: Database, org_id: str, chunks: Sequence[ScoredChunk]
 ) -> list[ScoredChunk]:
     """Chunks of existing documents, one version per document, order kept.
 
@@ -113,7 +145,7 @@ async def _live_chunks(
     if not chunks:
         return []
     ids = sorted({c.document_id for c in chunks})
-    async with backends.database.session() as session:
+    async with database.session() as session:
         rows = await session.execute(
             select(KnowledgeDocument.id, KnowledgeDocument.indexed_version).where(
                 KnowledgeDocument.org_id == org_id, KnowledgeDocument.id.in_(ids)
@@ -180,21 +212,26 @@ def passage(chunk: ScoredChunk) -> Passage:
 
 
 class KnowledgeRetriever:
-    """The `Retriever` the agent runtime uses: hybrid search with the configured defaults."""
+    """The `Retriever` agents use: hybrid search with the configured defaults."""
 
-    def __init__(self, backends: Backends) -> None:
-        self._backends = backends
+    def __init__(
+        self, *, settings: Settings, database: Database, knowledge: Lazy[KnowledgeEngines]
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._knowledge = knowledge
 
     async def retrieve(
         self, org_id: str, kb_ids: Sequence[str], query: str, top_k: int = 5
     ) -> list[Passage]:
         """Up to `top_k` passages from the organisation's `kb_ids`, best first."""
-        hits = await search(
-            self._backends,
+        hits = await _search(
+            self._database,
+            self._knowledge,
             org_id=org_id,
             kb_ids=kb_ids,
             query=query,
-            options=default_options(self._backends, top_k),
+            options=default_options(self._settings, top_k),
             caller="agent",
         )
         return [passage(hit) for hit in hits]

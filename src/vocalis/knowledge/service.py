@@ -45,7 +45,6 @@ from vocalis.core.errors import (
 )
 from vocalis.core.ids import new_id
 from vocalis.core.metrics import DOCUMENTS
-from vocalis.knowledge import backends as engines
 from vocalis.knowledge.models import DocumentStatus, KnowledgeBase, KnowledgeDocument
 from vocalis.knowledge.schemas import (
     DocumentError,
@@ -493,7 +492,7 @@ async def purge_document_data(
     backends: Backends, *, org_id: str, kb_id: str, document_id: str
 ) -> None:
     """Delete every version's vectors and objects of a document (idempotent)."""
-    store = (await engines.engines(backends)).vector_store
+    store = (await backends.knowledge.get()).vector_store
     await store.delete_document(org_id, document_id)
     await backends.objects.delete_prefix(object_keys.document_prefix(org_id, kb_id, document_id))
 
@@ -502,7 +501,7 @@ async def purge_version_data(
     backends: Backends, *, org_id: str, kb_id: str, document_id: str, name: str, version: int
 ) -> None:
     """Delete one version's vectors and objects (a failed, superseded or orphaned version)."""
-    store = (await engines.engines(backends)).vector_store
+    store = (await backends.knowledge.get()).vector_store
     await store.delete_document(org_id, document_id, version)
     for key in version_keys(org_id, kb_id, document_id, name, version):
         await backends.objects.delete(key)
@@ -512,7 +511,7 @@ async def purge_other_versions(
     backends: Backends, *, org_id: str, kb_id: str, document_id: str, name: str, keep: int
 ) -> None:
     """Delete every version's vectors and objects except those of `keep` (after a swap)."""
-    store = (await engines.engines(backends)).vector_store
+    store = (await backends.knowledge.get()).vector_store
     await store.delete_document(org_id, document_id, keep_version=keep)
     kept = set(version_keys(org_id, kb_id, document_id, name, keep))
     prefix = object_keys.document_prefix(org_id, kb_id, document_id)
@@ -523,7 +522,7 @@ async def purge_other_versions(
 
 async def purge_knowledge_base_data(backends: Backends, *, org_id: str, kb_id: str) -> None:
     """Delete every vector and object of a knowledge base (idempotent)."""
-    store = (await engines.engines(backends)).vector_store
+    store = (await backends.knowledge.get()).vector_store
     await store.delete_kb(org_id, kb_id)
     await backends.objects.delete_prefix(object_keys.knowledge_base_prefix(org_id, kb_id))
 
@@ -557,7 +556,7 @@ async def compact_vector_store(backends: Backends, *, keep_deleted_for: timedelt
     LanceDB deletes are logical: deleted rows stay in older table versions until those are
     cleaned up. Weaviate deletes for real and has nothing to compact (returns False).
     """
-    store = (await engines.engines(backends)).vector_store
+    store = (await backends.knowledge.get()).vector_store
     optimize = getattr(store, "optimize", None)
     if optimize is None:
         return False

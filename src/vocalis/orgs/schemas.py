@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from vocalis.core.scopes import Role
 
@@ -40,7 +40,9 @@ class ApiKeyCreate(BaseModel):
     scopes: list[str] | None = Field(
         default=None, max_length=50, description="Subset of the role's scopes; default all of them."
     )
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="When the key stops working; with a UTC offset (RFC 3339)."
+    )
 
 
 class ApiKeyOut(BaseModel):

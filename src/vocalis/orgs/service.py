@@ -155,3 +155,12 @@ async def touch_last_used(*, session: AsyncSession, key_id: str) -> None:
     key = await session.get(ApiKey, key_id)
     if key is not None:
         key.last_used_at = utcnow()
+
+
+async def key_is_live(*, session: AsyncSession, key_id: str) -> bool:
+    """Whether the key exists and is neither revoked nor expired (a client secret minted
+    by a key lives only as long as the key)."""
+    key = await session.get(ApiKey, key_id)
+    if key is None or key.revoked_at is not None:
+        return False
+    return key.expires_at is None or key.expires_at > utcnow()

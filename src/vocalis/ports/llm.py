@@ -10,7 +10,7 @@ below, so the fallback chain can decide what to retry elsewhere:
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -125,6 +125,7 @@ class ChatDelta:
 
 
 ToolChoice = str  # "auto" | "none" | "required" | the name of one tool (forced)
+ResponseFormat = Mapping[str, Any]  # OpenAI's `response_format` object
 
 
 @runtime_checkable
@@ -143,6 +144,8 @@ class ChatModel(Protocol):
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
+        stop: Sequence[str] = (),
+        response_format: ResponseFormat | None = None,
     ) -> ChatResult:
         """The whole answer at once."""
         ...
@@ -156,8 +159,52 @@ class ChatModel(Protocol):
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
+        stop: Sequence[str] = (),
+        response_format: ResponseFormat | None = None,
     ) -> AsyncIterator[ChatDelta]:
-        """The answer as it is generated; the last delta carries usage and finish reason."""
+        """The answer as it is generated; the last delta carries usage and finish reason.
+
+        `stop` ends the answer before any of these strings (finish `stop`); `max_tokens`
+        cuts it (finish `length`); `response_format` is OpenAI's (`{"type": "json_object"}`
+        or `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`): a
+        provider that cannot honour it raises `ProviderBadRequest`, never ignores it.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class ChatEndpoint:
+    """Where and how to reach one OpenAI-compatible model."""
+
+    model: str
+    base_url: str | None = None  # None = api.openai.com
+    api_key_secret: str | None = None  # secrets-port path, e.g. "llm/openai_api_key"
+    provider: str = "openai"  # label on metrics and spans (gen_ai.system)
+    timeout_s: float = 30.0  # per request, and per streamed chunk
+    stream_usage: bool = True  # send stream_options.include_usage (some servers reject it)
+    # The operator's endpoint (VOCALIS_LLM_*): its key is read from the deployment's own
+    # secrets, and its URL is trusted. Every other endpoint is an organisation's: keys under
+    # the organisation's prefix, every request (redirects included) through the SSRF guard.
+    deployment: bool = False
+    provider_id: str | None = None  # an organisation's registered model provider (mpr_…)
+
+
+class ModelChains(Protocol):
+    """Builds model chains that share one set of circuit breakers and one cost ledger.
+
+    One per process, built by the composition root: the API's agents and the worker's
+    analysis reach the same endpoints through the same breakers and accounting.
+    """
+
+    def chain(
+        self, org_id: str, endpoints: Sequence[ChatEndpoint], *, extractive: bool = True
+    ) -> ChatModel:
+        """An organisation's endpoints in order (their API keys read from its own secrets),
+        then, when `extractive`, the offline extractive responder."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every endpoint's connections."""
         ...
 
 

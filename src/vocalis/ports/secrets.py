@@ -26,3 +26,20 @@ class SecretProvider(Protocol):
     async def ping(self) -> None:
         """Raise if the backend is unreachable."""
         ...
+
+
+@runtime_checkable
+class SecretCipher(Protocol):
+    """Encrypts short secrets kept at rest (webhook signing secrets)."""
+
+    def encrypt(self, plaintext: str) -> str:
+        """Ciphertext (text) of `plaintext`."""
+        ...
+
+    def decrypt(self, ciphertext: str) -> str:
+        """The plaintext; raises if no key opens it."""
+        ...
+
+    def rotate(self, ciphertext: str) -> str:
+        """Re-encrypt under the newest key."""
+        ...

@@ -6,8 +6,18 @@ Adapters: `adapters/faster_whisper_stt.py` (offline default), `adapters/openai_s
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class TranscriptWord:
+    """One recognised word with its times in seconds from the audio start."""
+
+    start: float
+    end: float
+    word: str
 
 
 @dataclass(frozen=True)
@@ -17,6 +27,7 @@ class TranscriptSegment:
     start: float
     end: float
     text: str
+    words: tuple[TranscriptWord, ...] = ()  # only when word timestamps were asked for
 
 
 @dataclass(frozen=True)
@@ -50,4 +61,34 @@ class PartialTranscriber(Protocol):
         self, pcm16: bytes, sample_rate: int, language: str | None = None
     ) -> str:
         """A fast best-effort transcript of an utterance still in progress."""
+        ...
+
+
+@dataclass
+class SegmentStream:
+    """A recording being decoded: its language, then its segments as each is decoded."""
+
+    language: str | None
+    segments: AsyncIterator[TranscriptSegment]
+
+
+@runtime_checkable
+class SegmentTranscriber(Protocol):
+    """An engine that decodes a recording segment by segment (for streamed transcripts), with
+    word timestamps on request, and that may translate the speech into English."""
+
+    def can_translate(self) -> bool:
+        """Whether the model understands other languages than English (and can translate)."""
+        ...
+
+    async def transcribe_segments(
+        self,
+        pcm16: bytes,
+        sample_rate: int,
+        language: str | None = None,
+        *,
+        words: bool = False,
+        translate: bool = False,
+    ) -> SegmentStream:
+        """Start decoding mono PCM16; `translate` gives English text of any language."""
         ...

@@ -1,7 +1,8 @@
 """Text-to-speech port: streamed synthesis so audio starts before a sentence is done.
 
-Adapters: `adapters/espeak_tts.py` (offline default, GPL-3.0 engine), `adapters/openai_tts.py`
-(any OpenAI-compatible `/v1/audio/speech`). Output is always mono PCM16 at `sample_rate`.
+Adapters: `adapters/hibari_tts.py` (offline default, Apache-2.0), `adapters/espeak_tts.py`
+(offline fallback, GPL-3.0 engine), `adapters/piper_tts.py` (optional, GPL-3.0),
+`adapters/openai_tts.py` (any OpenAI-compatible `/v1/audio/speech`). Output is always mono PCM16 at `sample_rate`.
 """
 
 from __future__ import annotations

@@ -55,6 +55,17 @@ CHUNK_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("section", "text", "Nearest heading above the chunk.", nullable=True),
 )
 
+# What one filter may hold: every backend stores the integers as 32-bit (or wider) values.
+MAX_FILTER_VALUES = 100
+MAX_FILTER_INT = 2**31 - 1
+MAX_FILTER_TEXT = 1000
+
+
+class InvalidQuery(ValueError):
+    """A query outside what the port accepts; the message is fit for the client (it never
+    holds a backend's own query text)."""
+
+
 # Fields a query may filter on (besides the organisation and knowledge bases).
 FILTERABLE_FIELDS: dict[str, type] = {
     "document_id": str,
@@ -215,24 +226,35 @@ def record_problem(record: ChunkRecord, dimensions: int) -> str | None:
 
 
 def check_query(request: QueryRequest, dimensions: int) -> None:
-    """Raise ValueError for a malformed query (unknown filter field, wrong types, bad ranges)."""
+    """Raise `InvalidQuery` (a ValueError) for a malformed query (unknown filter field,
+    wrong types, bad ranges)."""
     if len(request.vector) != dimensions:
-        raise ValueError(
+        raise InvalidQuery(
             f"query vector has {len(request.vector)} dimensions, expected {dimensions}"
         )
     if not 1 <= request.top_k <= 1000:
-        raise ValueError("top_k must be between 1 and 1000")
+        raise InvalidQuery("top_k must be between 1 and 1000")
     if not 0.0 <= request.alpha <= 1.0:
-        raise ValueError("alpha must be between 0 and 1")
+        raise InvalidQuery("alpha must be between 0 and 1")
     if request.kb_ids is not None and isinstance(request.kb_ids, str):
-        raise ValueError("kb_ids must be a list of ids, not a string")
+        raise InvalidQuery("kb_ids must be a list of ids, not a string")
     for name, value in request.filters.items():
         expected = FILTERABLE_FIELDS.get(name)
         if expected is None:
-            raise ValueError(f"cannot filter on {name!r}; allowed: {sorted(FILTERABLE_FIELDS)}")
+            raise InvalidQuery(f"cannot filter on {name!r}; allowed: {sorted(FILTERABLE_FIELDS)}")
         values = filter_values(value)
         if not values or not all(type(v) is expected for v in values):
-            raise ValueError(f"filter {name!r} needs {expected.__name__} value(s)")
+            raise InvalidQuery(f"filter {name!r} needs {expected.__name__} value(s)")
+        if len(values) > MAX_FILTER_VALUES:
+            raise InvalidQuery(f"filter {name!r} takes at most {MAX_FILTER_VALUES} values")
+        for v in values:
+            if isinstance(v, int) and not 0 <= v <= MAX_FILTER_INT:
+                raise InvalidQuery(f"filter {name!r} takes integers from 0 to {MAX_FILTER_INT}")
+            if isinstance(v, str) and (len(v) > MAX_FILTER_TEXT or "\x00" in v):
+                raise InvalidQuery(
+                    f"filter {name!r} takes text of at most {MAX_FILTER_TEXT} characters, "
+                    "without NUL"
+                )
 
 
 def filter_values(value: FilterValue) -> list[str | int]:

@@ -144,3 +144,8 @@ async def redeem(redis: aioredis.Redis, value: str) -> ClientSecretGrant | None:
     if time.time() > grant.expires_at:  # belt and braces: Redis expiry is exact anyway
         return None
     return grant
+
+
+async def forget(redis: aioredis.Redis, value: str) -> None:
+    """Delete a secret (its key was revoked: it is never accepted again)."""
+    await redis.delete(CLIENT_SECRET.format(digest=digest(value)))

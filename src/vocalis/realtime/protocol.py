@@ -10,17 +10,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from vocalis.core.ids import new_id
 
 Modality = Literal["text", "audio"]
 ItemStatus = Literal["completed", "incomplete", "in_progress"]
 FinalStatus = Literal["completed", "cancelled", "incomplete", "failed"]
+CancelReason = Literal["turn_detected", "client_cancelled"]
+
+
+def audio_only() -> list[Modality]:
+    """The default output modalities: audio (with its transcript), as in OpenAI's GA API."""
+    return ["audio"]
 
 
 def text_only() -> list[Modality]:
-    """The default output modalities (text; the voice channel adds audio)."""
+    """Text output only."""
     return ["text"]
 
 
@@ -71,25 +84,84 @@ class ServerVad(BaseModel):
     interrupt_response: bool = Field(
         default=True, description="Speech during a response cancels it (barge-in)."
     )
-    idle_timeout_ms: int | None = Field(default=None, description="Accepted; not applied.")
+    idle_timeout_ms: int | None = Field(
+        default=None,
+        ge=1_000,
+        le=600_000,
+        description="After the agent's reply, this long without speech sends "
+        "`input_audio_buffer.timeout_triggered` and the agent prompts the user.",
+    )
+
+
+Eagerness = Literal["low", "medium", "high", "auto"]
+# Semantic turn detection asks the deployment's end-of-turn model (`smart-turn`), whose
+# threshold and cap follow the eagerness (voice.pipeline.TurnModelConfig); with the
+# `silence` detector it maps onto silence alone: the less eager, the longer the silence.
+EAGERNESS_SILENCE_MS: dict[str, int] = {"low": 1_200, "medium": 700, "auto": 700, "high": 400}
+
+
+class SemanticVad(BaseModel):
+    """Semantic turn detection: `eagerness` sets how soon a pause ends the turn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["semantic_vad"]
+    eagerness: Eagerness = "auto"
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    # The endpointing it maps onto (the same attributes `ServerVad` has).
+    @property
+    def threshold(self) -> float:
+        """Speech probability threshold."""
+        return 0.5
+
+    @property
+    def prefix_padding_ms(self) -> int:
+        """Audio kept before detected speech."""
+        return 300
+
+    @property
+    def silence_duration_ms(self) -> int:
+        """The silence that ends a turn at this eagerness."""
+        return EAGERNESS_SILENCE_MS[self.eagerness]
+
+    @property
+    def idle_timeout_ms(self) -> int | None:
+        """Semantic detection has no idle timeout (as in OpenAI's API)."""
+        return None
+
+
+TurnDetection = ServerVad | SemanticVad
+
+
+class InputTranscription(BaseModel):
+    """How input audio is transcribed (the deployment's STT engine does it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
 
 
 class SessionAudioInput(BaseModel):
     """Input audio settings: the format of appended audio and how turns are detected."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow")  # e.g. noise_reduction: reported, not applied
 
     format: AudioFormat = Field(default_factory=AudioFormat)
-    turn_detection: ServerVad | None = Field(
+    transcription: InputTranscription | None = None
+    turn_detection: TurnDetection | None = Field(
         default_factory=ServerVad,
-        description="`server_vad`, or null: the client commits each turn itself.",
+        description="`server_vad`, `semantic_vad`, or null: the client commits each turn.",
     )
 
 
 class SessionAudioOutput(BaseModel):
     """Output audio settings: the format of `response.output_audio.delta` and the voice."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow")  # e.g. speed: reported, not applied
 
     format: AudioFormat = Field(default_factory=AudioFormat)
     voice: str | None = None
@@ -104,37 +176,134 @@ class SessionAudio(BaseModel):
     output: SessionAudioOutput = Field(default_factory=SessionAudioOutput)
 
 
+class FunctionTool(BaseModel):
+    """A function the client runs: offered to the agent's model beside its own tools."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"] = "function"
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str = Field(default="", max_length=4_000)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolChoiceFunction(BaseModel):
+    """Force one function tool."""
+
+    type: Literal["function"] = "function"
+    name: str
+
+
+ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction
+
+
+class TracingConfig(BaseModel):
+    """Names for this session's traces (spans carry them as attributes)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    workflow_name: str | None = None
+    group_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class PromptReference(BaseModel):
+    """A stored prompt template (reported; the agent's instructions govern)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    version: str | None = None
+    variables: dict[str, Any] | None = None
+
+
+SessionType = Literal["realtime", "transcription"]
+Include = Literal["item.input_audio_transcription.logprobs"]
+
+
 class Session(BaseModel):
     """The effective session configuration, as `session.created`/`session.updated` show it.
 
-    The agent's configuration governs instructions, tools and model; they are not shown.
+    `type` `transcription` turns speech into text only (no responses). `instructions` are
+    the client's additions to the agent's own (which are not shown); `tools` are the
+    client's function tools, offered beside the agent's own.
     """
 
-    type: Literal["realtime"] = "realtime"
+    type: SessionType = "realtime"
     object: Literal["realtime.session"] = "realtime.session"
     id: str
     model: str = Field(description="The agent's id.")
-    output_modalities: list[Modality] = Field(default_factory=text_only)
+    output_modalities: list[Modality] = Field(default_factory=audio_only)
+    instructions: str = ""
+    tools: list[FunctionTool] = Field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
     max_output_tokens: int | Literal["inf"] = "inf"
-    tool_choice: str = "auto"
+    tracing: Literal["auto"] | TracingConfig | None = None
+    include: list[Include] | None = None
+    prompt: PromptReference | None = None
+    truncation: Literal["auto", "disabled"] | dict[str, Any] = "auto"
     audio: SessionAudio = Field(default_factory=SessionAudio)
     metadata: dict[str, str] | None = None
 
+    @property
+    def transcribes_only(self) -> bool:
+        """Whether this is a transcription session (speech to text, no responses)."""
+        return self.type == "transcription"
+
+    def responds_to_turns(self) -> bool:
+        """Whether a detected end of turn starts a response."""
+        detection = self.audio.input.turn_detection
+        return not self.transcribes_only and detection is not None and detection.create_response
+
 
 class SessionPatch(BaseModel):
-    """The part of `session.update` that a client may change."""
+    """The part of `session.update` that a client may change (every GA field)."""
 
-    model_config = ConfigDict(extra="allow")  # other OpenAI fields are reported, not applied
+    model_config = ConfigDict(extra="allow")  # unknown fields are refused by name
 
-    type: Literal["realtime"] = "realtime"
+    type: SessionType = "realtime"
+    model: str | None = Field(
+        default=None, max_length=128, description="Accepted; the session stays on its agent."
+    )
     output_modalities: list[Modality] | None = Field(default=None, min_length=1, max_length=1)
+    instructions: str | None = Field(default=None, max_length=32_000)
+    tools: list[FunctionTool] | None = Field(default=None, max_length=64)
+    tool_choice: ToolChoice | None = None
     max_output_tokens: int | Literal["inf"] | None = None
+    tracing: Literal["auto"] | TracingConfig | None = None
+    include: list[Include] | None = None
+    prompt: PromptReference | None = None
+    truncation: Literal["auto", "disabled"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = Field(default=None, description="Accepted; not applied.")
+    reasoning: dict[str, Any] | None = Field(default=None, description="Accepted; not applied.")
     audio: SessionAudio | None = None
     metadata: dict[str, str] | None = None
 
+    @field_validator(
+        "output_modalities",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "max_output_tokens",
+        "truncation",
+        "audio",
+        mode="before",
+    )
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # The session always has these; `null` would not replace them with anything.
+        if value is None:
+            raise ValueError("must not be null; leave the field out to keep its value")
+        return value
+
     def unsupported(self) -> list[str]:
-        """Fields the client sent that the agent's configuration governs instead."""
+        """Fields the client sent that are not part of the GA session."""
         return sorted(self.model_extra or {})
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client set that the effective session holds."""
+        changes = self.model_dump(exclude_unset=True, exclude={"model"})
+        return {k: v for k, v in changes.items() if k in Session.model_fields}
 
 
 # --- client events --------------------------------------------------------------------------
@@ -154,7 +323,7 @@ class SessionUpdateEvent(ClientEvent):
 
 
 class InputText(BaseModel):
-    """Text typed by the user."""
+    """Text typed by the user (or a system instruction)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -162,34 +331,127 @@ class InputText(BaseModel):
     text: Annotated[str, StringConstraints(min_length=1, max_length=32_000)]
 
 
-class UserMessageItem(BaseModel):
-    """A user message with text content (audio input arrives through the audio buffer)."""
+class OutputText(BaseModel):
+    """What the assistant said, as text or as the transcript of its audio."""
 
+    model_config = ConfigDict(extra="allow")  # `audio` of an output_audio part is not kept
+
+    type: Literal["output_text", "output_audio", "text", "audio"] = "output_text"
+    text: str | None = Field(default=None, max_length=32_000)
+    transcript: str | None = Field(default=None, max_length=32_000)
+
+    def words(self) -> str:
+        """The part's text (or transcript)."""
+        return self.text or self.transcript or ""
+
+
+class _MessageInput(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["message"]
+    id: str | None = Field(default=None, max_length=64)
+
+
+class UserMessageItem(_MessageInput):
+    """A user message with text content (audio input arrives through the audio buffer)."""
+
     role: Literal["user"]
     content: list[InputText] = Field(min_length=1, max_length=16)
-    id: str | None = Field(default=None, max_length=64)
 
     def text(self) -> str:
         """The message's text."""
         return "\n".join(part.text for part in self.content)
 
 
+class SystemMessageItem(_MessageInput):
+    """An instruction for the following responses (added to the agent's instructions)."""
+
+    role: Literal["system"]
+    content: list[InputText] = Field(min_length=1, max_length=16)
+
+    def text(self) -> str:
+        """The instruction's text."""
+        return "\n".join(part.text for part in self.content)
+
+
+class AssistantMessageItem(_MessageInput):
+    """Something the assistant said (put into the conversation as history)."""
+
+    role: Literal["assistant"]
+    content: list[OutputText] = Field(min_length=1, max_length=16)
+
+    def text(self) -> str:
+        """The message's text."""
+        return "\n".join(part.words() for part in self.content if part.words())
+
+
+class FunctionCallOutputInput(BaseModel):
+    """The result of a client-side function call (answered at the next `response.create`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1, max_length=128)
+    output: str = Field(max_length=64_000)
+    id: str | None = Field(default=None, max_length=64)
+
+
+InputItem = Annotated[
+    Annotated[
+        UserMessageItem | SystemMessageItem | AssistantMessageItem, Field(discriminator="role")
+    ]
+    | FunctionCallOutputInput,
+    Field(discriminator="type"),
+]
+
+
 class ConversationItemCreateEvent(ClientEvent):
-    """Add a user message to the conversation (answered at the next `response.create`)."""
+    """Add an item: a user, system or assistant message, or a function call's output."""
 
     type: Literal["conversation.item.create"]
     previous_item_id: str | None = None
-    item: UserMessageItem
+    item: InputItem
+
+
+class ConversationItemRetrieveEvent(ClientEvent):
+    """Ask for an item of the conversation (`conversation.item.retrieved`)."""
+
+    type: Literal["conversation.item.retrieve"]
+    item_id: str = Field(max_length=64)
+
+
+class ConversationItemDeleteEvent(ClientEvent):
+    """Remove an item: input not yet answered, or the agent's last reply."""
+
+    type: Literal["conversation.item.delete"]
+    item_id: str = Field(max_length=64)
+
+
+class ConversationItemTruncateEvent(ClientEvent):
+    """The listener heard only `audio_end_ms` of a spoken reply: keep just that part."""
+
+    type: Literal["conversation.item.truncate"]
+    item_id: str = Field(max_length=64)
+    content_index: int = Field(default=0, ge=0)
+    audio_end_ms: int = Field(ge=0)
+
+
+class ResponseParams(BaseModel):
+    """Overrides for one response (other GA fields are accepted and not applied)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    output_modalities: list[Modality] | None = Field(default=None, min_length=1, max_length=1)
+    instructions: str | None = Field(default=None, max_length=32_000)
+    metadata: dict[str, str] | None = None
+    max_output_tokens: int | Literal["inf"] | None = None
 
 
 class ResponseCreateEvent(ClientEvent):
-    """Ask the agent to answer the conversation's new user input."""
+    """Ask the agent to answer the conversation's new input (or its tools' outputs)."""
 
     type: Literal["response.create"]
-    response: dict[str, Any] | None = None
+    response: ResponseParams | None = None
 
 
 class ResponseCancelEvent(ClientEvent):
@@ -221,6 +483,9 @@ class InputAudioBufferClearEvent(ClientEvent):
 CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
     "session.update": SessionUpdateEvent,
     "conversation.item.create": ConversationItemCreateEvent,
+    "conversation.item.retrieve": ConversationItemRetrieveEvent,
+    "conversation.item.delete": ConversationItemDeleteEvent,
+    "conversation.item.truncate": ConversationItemTruncateEvent,
     "response.create": ResponseCreateEvent,
     "response.cancel": ResponseCancelEvent,
     "input_audio_buffer.append": InputAudioBufferAppendEvent,
@@ -283,7 +548,7 @@ class MessageItem(BaseModel):
     id: str
     object: Literal["realtime.item"] = "realtime.item"
     type: Literal["message"] = "message"
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
     status: ItemStatus = "completed"
     content: list[AnyContentPart] = Field(default_factory=list)
 
@@ -300,7 +565,19 @@ class FunctionCallItem(BaseModel):
     arguments: str = ""
 
 
+class FunctionCallOutputItem(BaseModel):
+    """The output the client gave for one of its function calls."""
+
+    id: str
+    object: Literal["realtime.item"] = "realtime.item"
+    type: Literal["function_call_output"] = "function_call_output"
+    status: ItemStatus = "completed"
+    call_id: str
+    output: str
+
+
 Item = MessageItem | FunctionCallItem
+AnyItem = MessageItem | FunctionCallItem | FunctionCallOutputItem
 
 
 class ConversationItemAdded(ServerEvent):
@@ -308,7 +585,7 @@ class ConversationItemAdded(ServerEvent):
 
     type: Literal["conversation.item.added"] = "conversation.item.added"
     previous_item_id: str | None = None
-    item: MessageItem
+    item: AnyItem
 
 
 class ConversationItemDone(ServerEvent):
@@ -316,7 +593,30 @@ class ConversationItemDone(ServerEvent):
 
     type: Literal["conversation.item.done"] = "conversation.item.done"
     previous_item_id: str | None = None
-    item: MessageItem
+    item: AnyItem
+
+
+class ConversationItemRetrieved(ServerEvent):
+    """The item asked for with `conversation.item.retrieve`."""
+
+    type: Literal["conversation.item.retrieved"] = "conversation.item.retrieved"
+    item: AnyItem
+
+
+class ConversationItemDeleted(ServerEvent):
+    """An item was removed from the conversation."""
+
+    type: Literal["conversation.item.deleted"] = "conversation.item.deleted"
+    item_id: str
+
+
+class ConversationItemTruncated(ServerEvent):
+    """A spoken reply now holds only what was heard (up to `audio_end_ms`)."""
+
+    type: Literal["conversation.item.truncated"] = "conversation.item.truncated"
+    item_id: str
+    content_index: int
+    audio_end_ms: int
 
 
 class InputTokenDetails(BaseModel):
@@ -356,9 +656,7 @@ class StatusDetails(BaseModel):
     """Details of a response's final status."""
 
     type: FinalStatus
-    reason: (
-        Literal["turn_detected", "client_cancelled", "max_output_tokens", "content_filter"] | None
-    ) = None
+    reason: CancelReason | Literal["max_output_tokens", "content_filter"] | None = None
     error: StatusError | None = None
 
 
@@ -446,6 +744,19 @@ class ResponseOutputTextDone(ServerEvent):
     text: str
 
 
+class ResponseFunctionCallArgumentsDelta(ServerEvent):
+    """The next piece of a function call's arguments (sent whole, once)."""
+
+    type: Literal["response.function_call_arguments.delta"] = (
+        "response.function_call_arguments.delta"
+    )
+    response_id: str
+    item_id: str
+    output_index: int
+    call_id: str
+    delta: str
+
+
 class ResponseFunctionCallArgumentsDone(ServerEvent):
     """The agent called a tool with these arguments."""
 
@@ -480,6 +791,31 @@ class InputAudioBufferCommitted(ServerEvent):
     type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
     previous_item_id: str | None = None
     item_id: str
+
+
+class InputAudioBufferTimeoutTriggered(ServerEvent):
+    """Nobody spoke for `idle_timeout_ms` after the agent's reply: the agent prompts the user."""
+
+    type: Literal["input_audio_buffer.timeout_triggered"] = "input_audio_buffer.timeout_triggered"
+    audio_start_ms: int
+    audio_end_ms: int
+    item_id: str
+
+
+class RateLimit(BaseModel):
+    """One limit and what is left of it."""
+
+    name: Literal["requests", "tokens"]
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+
+class RateLimitsUpdated(ServerEvent):
+    """The organisation's limits after a response (sent after each `response.done`)."""
+
+    type: Literal["rate_limits.updated"] = "rate_limits.updated"
+    rate_limits: list[RateLimit]
 
 
 class InputAudioBufferCleared(ServerEvent):
@@ -596,6 +932,21 @@ class VocalisCitation(BaseModel):
     section: str | None = None
 
 
+class VocalisSpeculation(BaseModel):
+    """How a spoken reply was prepared: speculatively at a pause in the user's speech."""
+
+    hit: bool = Field(
+        False,
+        description="The reply was prepared at the pause that ended the turn (transcription, "
+        "agent and first clause's synthesis ran before the turn was confirmed).",
+    )
+    dropped: int = Field(
+        0,
+        description="Replies prepared at earlier pauses of the same turn and thrown away "
+        "unheard because the user went on speaking.",
+    )
+
+
 class VocalisResponse(BaseModel):
     """Our additions to `response.done`."""
 
@@ -614,6 +965,7 @@ class VocalisResponse(BaseModel):
     flags: list[str] = Field(default_factory=list)
     handoff: bool = False
     conversation_ended: bool = False
+    speculation: VocalisSpeculation = Field(default_factory=VocalisSpeculation)
 
 
 class ResponseDone(ServerEvent):
@@ -643,8 +995,19 @@ class VocalisHandoffRequested(ServerEvent):
     reason: str
 
 
+EndReason = Literal[
+    "user_ended",
+    "timeout",
+    "max_duration",
+    "disconnected",
+    "agent_ended",
+    "end_phrase",
+    "error",
+]
+
+
 class VocalisConversationEnded(ServerEvent):
-    """The conversation ended (the agent ended it, or an end phrase was said)."""
+    """The conversation ended: `reason` says why (the socket closes after it)."""
 
     type: Literal["vocalis.conversation.ended"] = "vocalis.conversation.ended"
     conversation_id: str
@@ -675,6 +1038,9 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         SessionUpdated,
         ConversationItemAdded,
         ConversationItemDone,
+        ConversationItemRetrieved,
+        ConversationItemDeleted,
+        ConversationItemTruncated,
         ResponseCreated,
         ResponseOutputItemAdded,
         ResponseContentPartAdded,
@@ -682,11 +1048,13 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         ResponseOutputTextDone,
         ResponseContentPartDone,
         ResponseOutputItemDone,
+        ResponseFunctionCallArgumentsDelta,
         ResponseFunctionCallArgumentsDone,
         InputAudioBufferSpeechStarted,
         InputAudioBufferSpeechStopped,
         InputAudioBufferCommitted,
         InputAudioBufferCleared,
+        InputAudioBufferTimeoutTriggered,
         InputAudioTranscriptionDelta,
         InputAudioTranscriptionCompleted,
         InputAudioTranscriptionFailed,
@@ -695,6 +1063,7 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         ResponseOutputAudioDone,
         ResponseOutputAudioTranscriptDone,
         ResponseDone,
+        RateLimitsUpdated,
         VocalisToolResult,
         VocalisHandoffRequested,
         VocalisConversationEnded,
@@ -724,10 +1093,19 @@ def reference_markdown() -> str:
         '`{"type": "audio/pcm", "rate": 24000}` (default) or `16000`, or `audio/pcmu` / '
         "`audio/pcma` (G.711 at 8 kHz). Binary WebSocket frames are accepted as raw input "
         "audio once the client has declared `audio.input.format` with `session.update`. With "
-        "`turn_detection` `server_vad` the server finds turns and answers each one; with "
-        "`null` the client sends `input_audio_buffer.commit` and `response.create`. Speech "
-        "during a spoken answer cancels it (`response.done` with status `cancelled`, reason "
-        "`turn_detected`), and the stored message keeps only the words that were played.",
+        "`turn_detection` `server_vad` or `semantic_vad` the server finds turns and answers "
+        "each one; with `null` the client sends `input_audio_buffer.commit` and "
+        "`response.create`. Speech during a spoken answer cancels it (`response.done` with "
+        "status `cancelled`, reason `turn_detected`), and the stored message keeps only the "
+        "words that were played.",
+        "",
+        'Replies are spoken (`output_modalities` `["audio"]`, the GA default) unless the '
+        'session asks for `["text"]`. `session.update` accepts every GA session field; '
+        "what each one does here is in section 3.2 of the documentation. A `transcription` "
+        "session turns speech into text only.",
+        "",
+        "Each event's fields, a validated example and (for client events) the server events "
+        "it produces follow the two summary tables.",
         "",
         "## Client events",
         "",
@@ -741,4 +1119,6 @@ def reference_markdown() -> str:
     for name, server_model in SERVER_EVENTS.items():
         doc = (server_model.__doc__ or "").strip().splitlines()[0]
         lines.append(f"| `{name}` | {doc} | {_fields(server_model)} |")
-    return "\n".join(lines) + "\n"
+    from vocalis.realtime.reference import event_sections  # its examples import this module
+
+    return "\n".join(lines) + "\n\n" + event_sections() + "\n"

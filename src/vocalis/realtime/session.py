@@ -4,72 +4,70 @@ The receive loop never blocks on the agent: a response runs in its own task, so
 `response.cancel` (and, for voice, audio) keep flowing while the agent answers. Every
 refused client event gets an `error` event and the session carries on.
 
-Extending it (the voice channel): register handlers for more client event types with
-`session.handlers[...] = …` and set `session.on_binary` for raw PCM frames; start a
-response for a finished spoken turn with `await session.create_response(text)`.
+Extending it (the voice serializer): register handlers for more client event types with
+`session.handlers[...] = …`, set `session.on_binary` for raw audio frames, add close hooks
+to `session.on_close`, and start agent turns with `await session.begin_turn(text)` so they
+carry the session's instructions, client tools and pending tool outputs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
 from fastapi import WebSocket
 from pydantic import ValidationError
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from vocalis.agents.events import HandoffEvent, TextDelta, ToolCallEvent, ToolResultEvent
 from vocalis.agents.runtime import AgentRuntime
+from vocalis.agents.schemas import AgentConfig
+from vocalis.agents.tools.base import build_toolbox
+from vocalis.agents.tools.client import ClientTool, ToolOutput, check_client_tools
 from vocalis.conversations import service as conversations
+from vocalis.core import errors, jsonguard
 from vocalis.core.backends import Backends
 from vocalis.core.errors import VocalisError
 from vocalis.core.ids import new_id
+from vocalis.core.ratelimit import RateLimiter
 from vocalis.ports.document_store import Document
+from vocalis.realtime import items as item_events
+from vocalis.realtime import lifecycle
+from vocalis.realtime.items import ItemLog
 from vocalis.realtime.protocol import (
+    AnyItem,
+    CancelReason,
     ContentPart,
     ConversationItemAdded,
-    ConversationItemCreateEvent,
     ConversationItemDone,
-    ErrorDetail,
-    ErrorEvent,
-    FinalStatus,
-    FunctionCallItem,
-    InputTokenDetails,
-    Item,
-    ItemStatus,
     MessageItem,
-    OutputTokenDetails,
-    Response,
+    RateLimit,
+    RateLimitsUpdated,
     ResponseCancelEvent,
-    ResponseContentPartAdded,
-    ResponseContentPartDone,
-    ResponseCreated,
     ResponseCreateEvent,
     ResponseDone,
-    ResponseFunctionCallArgumentsDone,
-    ResponseOutputItemAdded,
-    ResponseOutputItemDone,
-    ResponseOutputTextDelta,
-    ResponseOutputTextDone,
-    ResponseUsage,
+    ResponseParams,
     ServerEvent,
     Session,
     SessionCreated,
     SessionUpdated,
     SessionUpdateEvent,
-    StatusDetails,
-    StatusError,
-    VocalisCitation,
     VocalisConversationEnded,
-    VocalisHandoffRequested,
-    VocalisResponse,
     VocalisSession,
-    VocalisToolResult,
 )
+from vocalis.realtime.responses import TextResponses
+from vocalis.realtime.sender import ClientEventError, EventSender
+
+__all__ = [
+    "ClientEventError",
+    "ClientHandler",
+    "EventSender",
+    "RealtimeSession",
+    "merge_session",
+    "transcription_only",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -77,198 +75,33 @@ ClientHandler = Callable[[dict[str, Any]], Awaitable[None]]
 BinaryHandler = Callable[[bytes], Awaitable[None]]
 CloseHandler = Callable[[], Awaitable[None]]
 
-# Merged as a whole by `session.update`: a new format replaces the old one entirely.
-_ATOMIC_FIELDS = frozenset({"format"})
+# Replaced as a whole by `session.update` (a new format or tool list is not merged into the
+# old one).
+_ATOMIC_FIELDS = frozenset(
+    {"format", "tools", "tool_choice", "tracing", "prompt", "include", "metadata"}
+)
+# Client events that do not count as activity (audio streams in silence too).
+_PASSIVE_EVENTS = frozenset({"input_audio_buffer.append"})
 
 
 def merge_session(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`current` with `changes` applied field by field (nested objects are merged)."""
+    """`current` with `changes` applied field by field (nested objects are merged).
+
+    A nested object whose `type` changes (e.g. `server_vad` to `semantic_vad`) replaces
+    the old one rather than merging into it.
+    """
     merged = dict(current)
     for key, value in changes.items():
         old = merged.get(key)
-        if isinstance(value, dict) and isinstance(old, dict) and key not in _ATOMIC_FIELDS:
+        if isinstance(old, dict) and isinstance(value, dict) and _same_kind(key, old, value):
             merged[key] = merge_session(old, value)
         else:
             merged[key] = value
     return merged
 
 
-class ClientEventError(Exception):
-    """A client event that cannot be honoured; becomes an `error` event."""
-
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.param = param
-
-
-class EventSender:
-    """Sends server events one at a time; after the socket closed, sends are dropped."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._websocket = websocket
-        self._lock = asyncio.Lock()
-        self.closed = False
-
-    async def send(self, event: ServerEvent) -> None:
-        """Send one event as a JSON text frame."""
-        if self.closed:
-            return
-        text = event.model_dump_json()
-        async with self._lock:
-            if self._websocket.application_state != WebSocketState.CONNECTED:
-                self.closed = True
-                return
-            try:
-                await self._websocket.send_text(text)
-            except (WebSocketDisconnect, RuntimeError, OSError):  # the client went away
-                self.closed = True
-
-    async def error(
-        self,
-        code: str,
-        message: str,
-        *,
-        param: str | None = None,
-        client_event_id: str | None = None,
-        server: bool = False,
-    ) -> None:
-        """Send an `error` event."""
-        detail = ErrorDetail(
-            type="server_error" if server else "invalid_request_error",
-            code=code,
-            message=message,
-            param=param,
-            event_id=client_event_id,
-        )
-        await self.send(ErrorEvent(error=detail))
-
-
-@dataclass
-class ResponseWriter:
-    """Turns one agent turn's events into the response's output items and their events."""
-
-    sender: EventSender
-    response: Response
-    turn: conversations.Turn
-    _text_item: MessageItem | None = None
-    _text: list[str] = field(default_factory=list)
-
-    @property
-    def _index(self) -> int:
-        return len(self.response.output) - 1
-
-    async def _add(self, item: Item) -> None:
-        self.response.output.append(item)
-        await self.sender.send(
-            ResponseOutputItemAdded(
-                response_id=self.response.id, output_index=self._index, item=item
-            )
-        )
-
-    async def text(self, delta: str) -> None:
-        """The next piece of text (opens a message item if none is open)."""
-        if self._text_item is None:
-            item = MessageItem(id=new_id("msg"), role="assistant", status="in_progress")
-            self._text_item, self._text = item, []
-            self.turn.reply_id = item.id  # the last text item is the stored reply
-            await self._add(item)
-            await self.sender.send(
-                ResponseContentPartAdded(
-                    response_id=self.response.id,
-                    item_id=item.id,
-                    output_index=self._index,
-                    content_index=0,
-                    part=ContentPart(type="text", text=""),
-                )
-            )
-        self._text.append(delta)
-        await self.sender.send(
-            ResponseOutputTextDelta(
-                response_id=self.response.id,
-                item_id=self._text_item.id,
-                output_index=self._index,
-                content_index=0,
-                delta=delta,
-            )
-        )
-
-    async def close_text(self, status: ItemStatus = "completed", text: str | None = None) -> None:
-        """Finish the open message item (with `text` when the guard replaced the deltas)."""
-        item = self._text_item
-        if item is None:
-            return
-        self._text_item = None
-        final = "".join(self._text) if text is None else text
-        common = {"response_id": self.response.id, "item_id": item.id, "output_index": self._index}
-        await self.sender.send(ResponseOutputTextDone(**common, content_index=0, text=final))
-        await self.sender.send(
-            ResponseContentPartDone(
-                **common, content_index=0, part=ContentPart(type="text", text=final)
-            )
-        )
-        item.status = status
-        item.content = [ContentPart(type="output_text", text=final)]
-        await self.sender.send(
-            ResponseOutputItemDone(
-                response_id=self.response.id, output_index=self._index, item=item
-            )
-        )
-
-    async def tool_call(self, event: ToolCallEvent) -> None:
-        """A tool call: a function_call item with its complete arguments."""
-        await self.close_text()
-        item = FunctionCallItem(
-            id=new_id("item"),
-            status="in_progress",
-            call_id=event.id,
-            name=event.name,
-        )
-        await self._add(item)
-        await self.sender.send(
-            ResponseFunctionCallArgumentsDone(
-                response_id=self.response.id,
-                item_id=item.id,
-                output_index=self._index,
-                call_id=event.id,
-                name=event.name,
-                arguments=event.arguments,
-            )
-        )
-        item.arguments, item.status = event.arguments, "completed"
-        await self.sender.send(
-            ResponseOutputItemDone(
-                response_id=self.response.id, output_index=self._index, item=item
-            )
-        )
-
-    async def tool_result(self, event: ToolResultEvent) -> None:
-        """A server-side tool answered."""
-        await self.sender.send(
-            VocalisToolResult(
-                response_id=self.response.id,
-                call_id=event.id,
-                name=event.name,
-                output=event.content,
-                is_error=event.is_error,
-            )
-        )
-
-    async def done(
-        self,
-        status: FinalStatus,
-        vocalis: VocalisResponse,
-        *,
-        details: StatusDetails | None = None,
-        usage: ResponseUsage | None = None,
-    ) -> None:
-        """Close what is open and send `response.done`."""
-        await self.close_text("completed" if status == "completed" else "incomplete")
-        self.response.status = status
-        self.response.status_details = details or StatusDetails(type=status)
-        self.response.usage = usage or ResponseUsage()
-        await self.sender.send(ResponseDone(response=self.response, vocalis=vocalis))
+def _same_kind(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return key not in _ATOMIC_FIELDS and new.get("type", old.get("type")) == old.get("type")
 
 
 @dataclass
@@ -282,32 +115,56 @@ class RealtimeSession:
     conversation: Document
     session: Session
     sender: EventSender
-    pending: list[tuple[str, str]] = field(default_factory=list)  # (item id, text)
+    config: AgentConfig
+    key_id: str | None = None
+    limiter: RateLimiter | None = None
+    pending: list[tuple[str, str]] = field(default_factory=list)  # (item id, user text)
+    tool_outputs: list[tuple[str, ToolOutput]] = field(default_factory=list)  # (item id, …)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # system items (id, text)
+    items: ItemLog = field(default_factory=ItemLog)
+    responses: TextResponses = field(init=False)
+    watchdog: lifecycle.Watchdog = field(init=False)
     last_item_id: str | None = None
-    response_task: asyncio.Task[None] | None = None
-    current_response_id: str | None = None
     handlers: dict[str, ClientHandler] = field(default_factory=dict)
     on_binary: BinaryHandler | None = None
     on_close: list[CloseHandler] = field(default_factory=list)
+    # Set by the voice serializer: stop a spoken reply and keep what was heard (item, ms).
+    spoken_truncate: Callable[[str, int], Awaitable[None]] | None = None
+    ended_reason: str | None = None
+    # Unique per connection (the session id is the same for every session of a conversation).
+    connection_id: str = field(default_factory=lambda: new_id("conn"))
 
     def __post_init__(self) -> None:
+        self.responses = TextResponses(self)
+        self.watchdog = lifecycle.Watchdog(self)
         self.handlers.update(
             {
                 "session.update": self.on_session_update,
-                "conversation.item.create": self.on_item_create,
+                "conversation.item.create": partial(item_events.create_item, self),
+                "conversation.item.retrieve": partial(item_events.retrieve_item, self),
+                "conversation.item.delete": partial(item_events.delete_item, self),
+                "conversation.item.truncate": partial(item_events.truncate_item, self),
                 "response.create": self.on_response_create,
                 "response.cancel": self.on_response_cancel,
             }
         )
+        self.sender.observers.append(self._observe)
+        self.sender.after_send.append(self._after_send)
 
     @property
     def conversation_id(self) -> str:
         """The conversation this session talks in."""
         return str(self.conversation["_id"])
 
+    @property
+    def limits(self) -> lifecycle.Limits:
+        """This conversation's idle timeout, maximum duration and disconnect grace."""
+        return lifecycle.Limits.of(self.backends.settings, self.config)
+
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self, *, resumed: bool, greeting: Document | None = None) -> None:
-        """Send `session.created` (and the agent's first message, when there is one)."""
+        """Send `session.created` (and the agent's first message), start the watchdog."""
+        await lifecycle.attach(self.backends, self.conversation_id, self.connection_id, self.limits)
         await self.sender.send(
             SessionCreated(
                 session=self.session,
@@ -325,32 +182,124 @@ class RealtimeSession:
                 role="assistant",
                 content=[ContentPart(type="output_text", text=greeting["content"])],
             )
-            await self._announce(item)
+            await self.announce(item)
+        self.watchdog.start()
 
     async def run(self) -> None:
-        """Receive client frames until the client disconnects."""
+        """Receive client frames until the client disconnects (or the conversation ends)."""
+        failed = False
         try:
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("text") is not None:
-                    await self.dispatch(message["text"])
-                elif message.get("bytes") is not None:
-                    await self._binary(message["bytes"])
+            await self._receive()
+        except Exception:
+            failed = True
+            log.exception("realtime_session_failed")
+            raise
         finally:
-            self.sender.closed = True
-            await self.cancel_response()
-            for close in self.on_close:
-                try:
-                    await close()
-                except Exception:
-                    log.exception("realtime_close_hook_failed")
+            await self._close(failed)
 
+    async def _receive(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await self.dispatch(message["text"])
+            elif message.get("bytes") is not None:
+                await self._binary(message["bytes"])
+
+    async def _close(self, failed: bool) -> None:
+        self.sender.closed = True
+        await self.watchdog.stop()
+        await self.cancel_response()
+        for close in self.on_close:
+            try:
+                await close()
+            except Exception:
+                log.exception("realtime_close_hook_failed")
+        if failed:
+            await self._end_conversation("error")
+        elif self.ended_reason is None and self.conversation.get("status") == "active":
+            lifecycle.end_after_grace(
+                self.backends,
+                self.runtime,
+                org_id=self.org_id,
+                conversation_id=self.conversation_id,
+                session_id=self.connection_id,
+                grace_s=self.limits.grace_s,
+            )
+
+    async def end(self, reason: str) -> None:
+        """End the conversation: `vocalis.conversation.ended`, then the socket closes."""
+        if self.ended_reason is not None:
+            return
+        await self.cancel_response()
+        await self._end_conversation(reason)
+        await self.sender.send(
+            VocalisConversationEnded(conversation_id=self.conversation_id, reason=reason)
+        )
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.websocket.close(code=1000, reason=f"conversation ended: {reason}")
+
+    async def _end_conversation(self, reason: str) -> None:
+        self.ended_reason = reason
+        self.conversation = {**self.conversation, "status": "ended"}
+        try:
+            await lifecycle.end(
+                self.backends,
+                self.runtime,
+                org_id=self.org_id,
+                conversation_id=self.conversation_id,
+                reason=reason,
+            )
+        except Exception:
+            log.exception("realtime_conversation_not_ended", reason=reason)
+
+    async def ended_elsewhere(self, doc: Document) -> None:
+        """The conversation was ended by someone else (the REST API): close the session."""
+        if self.ended_reason is not None:
+            return
+        self.ended_reason = str(doc.get("ended_reason") or "ended")
+        self.conversation = doc
+        await self.cancel_response()
+        await self.sender.send(
+            VocalisConversationEnded(conversation_id=self.conversation_id, reason=self.ended_reason)
+        )
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.websocket.close(code=1000)
+
+    # --- server events watched ------------------------------------------------------------
+    def _observe(self, event: ServerEvent) -> None:
+        self.items.observe(event, self.session.audio.output.format)
+        self.watchdog.observe(event)
+        if isinstance(event, ConversationItemAdded):
+            self.last_item_id = event.item.id
+        elif isinstance(event, VocalisConversationEnded):  # whoever announced it
+            self.ended_reason = self.ended_reason or event.reason
+            self.conversation = {**self.conversation, "status": "ended"}
+
+    async def _after_send(self, event: ServerEvent) -> None:
+        if isinstance(event, ResponseDone):
+            await self._report_rate_limits()
+
+    async def _report_rate_limits(self) -> None:
+        """`rate_limits.updated` with what is left of the key's request budget."""
+        if not self._limited() or self.limiter is None or self.key_id is None:
+            return
+        decision = await self.limiter.hit(self.key_id, cost=0)
+        limit = RateLimit(
+            name="requests",
+            limit=decision.limit,
+            remaining=decision.remaining,
+            reset_seconds=float(decision.reset_s),
+        )
+        await self.sender.send(RateLimitsUpdated(rate_limits=[limit]))
+
+    # --- client events in -----------------------------------------------------------------
     async def _binary(self, data: bytes) -> None:
         if self.on_binary is None:
             await self.sender.error(
-                "unsupported_frame", "Binary audio frames are not accepted by this server yet."
+                errors.REALTIME_UNSUPPORTED_FRAME,
+                "Binary audio frames are not accepted by this server yet.",
             )
             return
         await self.on_binary(data)
@@ -358,13 +307,19 @@ class RealtimeSession:
     async def dispatch(self, raw: str) -> None:
         """Parse one text frame and run its handler; failures become `error` events."""
         try:
-            event = json.loads(raw)
+            event = jsonguard.loads(raw)  # refuses deep nesting (RecursionError) and NUL
+        except jsonguard.JsonRejected as exc:
+            param = ".".join(exc.loc) or None
+            await self.sender.error(errors.REALTIME_INVALID_VALUE, exc.message, param=param)
+            return
         except ValueError as exc:
-            await self.sender.error("invalid_json", f"The frame is not valid JSON: {exc}")
+            await self.sender.error(
+                errors.REALTIME_INVALID_JSON, f"The frame is not valid JSON: {exc}"
+            )
             return
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             await self.sender.error(
-                "invalid_event",
+                errors.REALTIME_INVALID_EVENT,
                 "An event must be a JSON object with a string `type`.",
                 param="type",
             )
@@ -373,19 +328,28 @@ class RealtimeSession:
         handler = self.handlers.get(event["type"])
         if handler is None:
             await self.sender.error(
-                "unknown_event",
+                errors.REALTIME_UNKNOWN_EVENT,
                 f"Unknown or unsupported event type {event['type']!r}.",
                 param="type",
                 client_event_id=client_event_id,
             )
             return
+        if event["type"] not in _PASSIVE_EVENTS:
+            self.watchdog.clock.touch()
+        await self._handle(handler, event, client_event_id)
+
+    async def _handle(
+        self, handler: ClientHandler, event: dict[str, Any], client_event_id: str | None
+    ) -> None:
         try:
+            if event["type"] == "response.create":
+                await self._may_respond()
             await handler(event)
         except ValidationError as exc:
             first = exc.errors()[0]
             param = ".".join(str(p) for p in first["loc"]) or None
             await self.sender.error(
-                "invalid_value",
+                errors.REALTIME_INVALID_VALUE,
                 f"{param}: {first['msg']}" if param else str(first["msg"]),
                 param=param,
                 client_event_id=client_event_id,
@@ -399,76 +363,119 @@ class RealtimeSession:
         except Exception:
             log.exception("realtime_handler_failed", event_type=event["type"])
             await self.sender.error(
-                "internal_error",
+                errors.INTERNAL_ERROR,
                 "The server failed to handle the event.",
                 server=True,
                 client_event_id=client_event_id,
             )
 
-    # --- handlers -------------------------------------------------------------------------
+    def _limited(self) -> bool:
+        """Whether the organisation's keys are rate-limited (the `rate_limiting` flag)."""
+        return self.limiter is not None and self.limiter.applies_to(self.org_id)
+
+    async def _may_respond(self) -> None:
+        """Refuse `response.create` in transcription sessions and past the key's rate limit."""
+        if self.session.transcribes_only:
+            raise ClientEventError(
+                errors.REALTIME_RESPONSES_UNAVAILABLE,
+                "This is a transcription session: it turns speech into text and does not answer.",
+            )
+        if self._limited() and self.limiter is not None and self.key_id is not None:
+            decision = await self.limiter.hit(self.key_id)
+            if not decision.allowed:
+                raise errors.RateLimited(
+                    f"Too many responses; retry in {decision.retry_after_s} s."
+                )
+
+    # --- session --------------------------------------------------------------------------
     async def on_session_update(self, raw: dict[str, Any]) -> None:
-        """Apply the supported fields; report the ones the agent's configuration governs."""
+        """Apply every GA field the agent's configuration allows; report the effective session."""
         event = SessionUpdateEvent.model_validate(raw)
         patch = event.session
-        changes = patch.model_dump(exclude_unset=True, exclude={"type"})
-        changes = {k: v for k, v in changes.items() if k in type(self.session).model_fields}
-        self.session = Session.model_validate(merge_session(self.session.model_dump(), changes))
+        session = Session.model_validate(merge_session(self.session.model_dump(), patch.changes()))
+        if patch.tools is not None:
+            tools = [ClientTool(t.name, t.description, t.parameters) for t in session.tools]
+            check_client_tools(tools, build_toolbox(self.config.tools).tools)
+        self.session = transcription_only(session) if session.transcribes_only else session
         unsupported = patch.unsupported()
         if unsupported:
             await self.sender.error(
-                "unsupported_session_field",
-                "Governed by the agent's configuration, not applied: " + ", ".join(unsupported),
+                errors.REALTIME_UNSUPPORTED_SESSION_FIELD,
+                "Not part of the GA session, ignored: " + ", ".join(unsupported),
                 param=f"session.{unsupported[0]}",
                 client_event_id=event.event_id,
             )
         await self.sender.send(SessionUpdated(session=self.session))
 
-    async def on_item_create(self, raw: dict[str, Any]) -> None:
-        """Queue a user text message for the next response."""
-        event = ConversationItemCreateEvent.model_validate(raw)
-        if self.conversation.get("status") == "ended":
-            raise ClientEventError("conversation_ended", "The conversation has ended.")
-        item = MessageItem(
-            id=new_id("msg"),
-            role="user",
-            content=[ContentPart(type="input_text", text=p.text) for p in event.item.content],
-        )
-        self.pending.append((item.id, event.item.text()))
-        await self._announce(item)
-
+    # --- responses ------------------------------------------------------------------------
     async def on_response_create(self, raw: dict[str, Any]) -> None:
-        """Answer the queued user input."""
-        ResponseCreateEvent.model_validate(raw)
-        if not self.pending:
+        """Answer the queued user input, or go on from the client tools' outputs."""
+        event = ResponseCreateEvent.model_validate(raw)
+        if not self.pending and not self.tool_outputs:
             raise ClientEventError(
-                "no_input", "Add a user message with `conversation.item.create` first."
+                errors.REALTIME_NO_INPUT,
+                "Add a user message or a function call output with `conversation.item.create` "
+                "first.",
             )
-        item_id = self.pending[0][0]
+        item_id = self.pending[0][0] if self.pending else None
         text = "\n".join(t for _, t in self.pending)
-        await self.create_response(text, message_id=item_id)
+        await self.create_response(text, message_id=item_id, params=event.response)
         self.pending.clear()
 
     async def on_response_cancel(self, raw: dict[str, Any]) -> None:
         """Cancel the response in progress (an error when there is none)."""
         event = ResponseCancelEvent.model_validate(raw)
-        if self.response_task is None or self.response_task.done():
-            raise ClientEventError("response_cancel_not_active", "No response is in progress.")
-        if event.response_id and event.response_id != self.current_response_id:
+        active = self.responses.active
+        if active is None or not self.responding():
+            raise ClientEventError(errors.REALTIME_CANCEL_NOT_ACTIVE, "No response is in progress.")
+        if event.response_id and event.response_id != active.emitter.response_id:
             raise ClientEventError(
-                "response_cancel_not_active",
+                errors.REALTIME_CANCEL_NOT_ACTIVE,
                 f"Response {event.response_id!r} is not in progress.",
                 param="response_id",
             )
         await self.cancel_response()
 
-    # --- responses ------------------------------------------------------------------------
-    async def create_response(self, text: str, *, message_id: str | None = None) -> None:
-        """Start the agent's answer to `text` in its own task."""
-        if self.response_task is not None and not self.response_task.done():
-            raise ClientEventError(
-                "conversation_already_has_active_response",
-                "A response is already in progress; cancel it or wait for `response.done`.",
-            )
+    def responding(self) -> bool:
+        """Whether a text response is in progress."""
+        return self.responses.responding()
+
+    async def create_response(
+        self, text: str, *, message_id: str | None = None, params: ResponseParams | None = None
+    ) -> None:
+        """Start the agent's answer to `text` (a text response)."""
+        await self.responses.create(text, message_id=message_id, params=params)
+
+    async def cancel_response(self, reason: CancelReason = "client_cancelled") -> None:
+        """Stop the text response in progress, if any (it ends with `response.done`)."""
+        await self.responses.cancel(reason)
+
+    def client_tools(self) -> list[ClientTool]:
+        """The session's function tools, as offered to the agent's model."""
+        if self.session.tool_choice == "none":
+            return []
+        return [ClientTool(t.name, t.description, t.parameters) for t in self.session.tools]
+
+    def instructions(self, params: ResponseParams | None = None) -> str:
+        """What this session adds to the agent's instructions (and this response's, if any)."""
+        parts = [self.session.instructions, *(text for _, text in self.notes)]
+        if params is not None and params.instructions:
+            parts.append(params.instructions)
+        return "\n\n".join(p for p in parts if p.strip())
+
+    async def begin_turn(
+        self,
+        text: str,
+        *,
+        message_id: str | None = None,
+        params: ResponseParams | None = None,
+        speculative: bool = False,
+    ) -> conversations.Turn:
+        """Start an agent turn with the session's instructions, tools and tool outputs
+        (a speculative turn, which must change nothing until kept, takes no tool outputs)."""
+        if speculative and self.tool_outputs:
+            raise conversations.SpeculationRefused("The turn takes client tool outputs.")
+        outputs = [output for _, output in self.tool_outputs]
         turn = await conversations.begin_turn(
             backends=self.backends,
             runtime=self.runtime,
@@ -476,105 +483,57 @@ class RealtimeSession:
             conversation_id=self.conversation_id,
             content=text,
             message_id=message_id,
+            client_tools=self.client_tools(),
+            tool_outputs=outputs,
+            tool_choice=self._tool_choice(),
+            speculative=speculative,
         )
-        response = Response(
-            id=new_id("resp"),
-            status="in_progress",
-            conversation_id=self.conversation_id,
-            output_modalities=list(self.session.output_modalities),
-            max_output_tokens=self.session.max_output_tokens,
+        self.tool_outputs.clear()
+        turn.config = self._turn_config(turn.config, params)
+        return turn
+
+    def _tool_choice(self) -> str | None:
+        """The session's tool choice, unless the agent's configuration sets its own."""
+        choice = self.session.tool_choice
+        if choice == "auto" or self.config.model.tool_choice not in (None, "auto"):
+            return None
+        return choice if isinstance(choice, str) else choice.name
+
+    def _turn_config(self, config: AgentConfig, params: ResponseParams | None) -> AgentConfig:
+        """The agent's configuration with what this session may change applied."""
+        model = config.model
+        limit = params.max_output_tokens if params and params.max_output_tokens else None
+        limit = limit or self.session.max_output_tokens
+        if isinstance(limit, int) and (model.max_tokens is None or limit < model.max_tokens):
+            model = model.model_copy(update={"max_tokens": limit})
+        added = self.instructions(params)
+        instructions = f"{config.instructions}\n\n{added}".strip() if added else config.instructions
+        return config.model_copy(update={"model": model, "instructions": instructions})
+
+    async def conversation_ended(self) -> None:
+        """The agent's reply ended the conversation: say so, with the stored reason."""
+        ended = await conversations.get_conversation(
+            self.backends, org_id=self.org_id, conversation_id=self.conversation_id
         )
-        self.current_response_id = response.id
-        self.response_task = asyncio.create_task(self._respond(turn, response))
-
-    async def cancel_response(self) -> None:
-        """Stop the running response, if any, and wait for it to wind down."""
-        task = self.response_task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _respond(self, turn: conversations.Turn, response: Response) -> None:
-        writer = ResponseWriter(self.sender, response, turn)
-        vocalis = VocalisResponse(conversation_id=self.conversation_id)
-        await self.sender.send(ResponseCreated(response=response.model_copy(deep=True)))
-        result: conversations.TurnResult | None = None
-        try:
-            async for event in turn.events():
-                if isinstance(event, TextDelta):
-                    await writer.text(event.text)
-                elif isinstance(event, ToolCallEvent):
-                    await writer.tool_call(event)
-                elif isinstance(event, ToolResultEvent):
-                    await writer.tool_result(event)
-                elif isinstance(event, HandoffEvent):
-                    await self.sender.send(
-                        VocalisHandoffRequested(
-                            conversation_id=self.conversation_id, reason=event.reason
-                        )
-                    )
-                elif isinstance(event, conversations.TurnResult):
-                    result = event
-            # Only now has the turn released the conversation's lock: a client that sends
-            # its next message on `response.done` must not find the conversation busy.
-            if result is not None:
-                await self._completed(writer, result)
-        except asyncio.CancelledError:
-            details = StatusDetails(type="cancelled", reason="client_cancelled")
-            await writer.done("cancelled", vocalis, details=details)
-        except VocalisError as exc:
-            log.warning("realtime_response_failed", code=exc.code, detail=exc.detail)
-            await self.sender.error(exc.code, exc.detail, server=exc.status >= 500)
-            error = StatusError(type="server_error", code=exc.code, message=exc.detail)
-            await writer.done("failed", vocalis, details=StatusDetails(type="failed", error=error))
-        except Exception:
-            log.exception("realtime_response_failed")
-            error = StatusError(type="server_error", code="internal_error", message="failed")
-            await writer.done("failed", vocalis, details=StatusDetails(type="failed", error=error))
-
-    async def _completed(self, writer: ResponseWriter, result: conversations.TurnResult) -> None:
-        final = result.final
-        await writer.close_text(text=final.content if final.replaced else None)
-        usage = final.usage
-        vocalis = VocalisResponse(
-            conversation_id=self.conversation_id,
-            message_id=result.message["_id"],
-            citations=[VocalisCitation(**asdict(c)) for c in final.citations],
-            latency_ms=dict(final.latency_ms),
-            cost_usd=usage.cost_usd,
-            provider=usage.provider,
-            model=usage.model,
-            flags=list(final.flags),
-            handoff=final.handoff,
-            conversation_ended=result.conversation_ended,
+        self.conversation = ended
+        self.ended_reason = str(ended.get("ended_reason") or "agent_ended")
+        await self.sender.send(
+            VocalisConversationEnded(conversation_id=self.conversation_id, reason=self.ended_reason)
         )
-        await writer.done(
-            "completed",
-            vocalis,
-            usage=ResponseUsage(
-                total_tokens=usage.prompt_tokens + usage.completion_tokens,
-                input_tokens=usage.prompt_tokens,
-                output_tokens=usage.completion_tokens,
-                input_token_details=InputTokenDetails(text_tokens=usage.prompt_tokens),
-                output_token_details=OutputTokenDetails(text_tokens=usage.completion_tokens),
-            ),
-        )
-        self.last_item_id = result.message["_id"]
-        if result.conversation_ended:
-            self.conversation = {**self.conversation, "status": "ended"}
-            ended = await conversations.get_conversation(
-                self.backends, org_id=self.org_id, conversation_id=self.conversation_id
-            )
-            await self.sender.send(
-                VocalisConversationEnded(
-                    conversation_id=self.conversation_id,
-                    reason=str(ended.get("ended_reason") or ""),
-                )
-            )
 
-    async def _announce(self, item: MessageItem) -> None:
+    async def announce(self, item: AnyItem) -> None:
         """Tell the client an item joined the conversation."""
         previous = self.last_item_id
         self.last_item_id = item.id
         await self.sender.send(ConversationItemAdded(previous_item_id=previous, item=item))
         await self.sender.send(ConversationItemDone(previous_item_id=previous, item=item))
+
+
+def transcription_only(session: Session) -> Session:
+    """A transcription session's effective configuration: turns never start responses."""
+    detection = session.audio.input.turn_detection
+    if detection is None or not detection.create_response:
+        return session
+    audio = session.audio.model_copy(deep=True)
+    audio.input.turn_detection = detection.model_copy(update={"create_response": False})
+    return session.model_copy(update={"audio": audio})

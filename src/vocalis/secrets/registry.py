@@ -9,10 +9,9 @@ reference are read under the organisation's own prefix `orgs/<org_id>/`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from vocalis.adapters.env_secrets import env_name
-from vocalis.adapters.vault_secrets import kv_location
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ ORG_LLM_API_KEY = declare(
     "orgs/<org_id>/llm/<provider>_api_key",
     "API key of an OpenAI-compatible model endpoint, referenced by an agent's "
     "`model.api_key_secret` as `llm/<provider>_api_key` (e.g. `llm/openai_api_key`).",
-    used_by="agent runtime and analysis worker (`agents/runtime.py`, `workers/analysis.py`)",
+    used_by="agent runtime and analysis worker (`agents/chains.py`, `conversations/analysis.py`)",
     rotation="write a new version; picked up within `VOCALIS_VAULT_CACHE_TTL_SECONDS`; "
     "revoke the old key at the provider after that",
 )
@@ -104,8 +103,31 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def vault_paths(mount: str = "secret", base_path: str = "vocalis") -> str:
-    """The Markdown reference of every secret path: Vault location, env name, rotation."""
+class KvLocation(Protocol):
+    """Where a secret path lives in Vault: the KV secret and the key inside it."""
+
+    @property
+    def path(self) -> str:
+        """The KV secret's path under the mount."""
+        ...
+
+    @property
+    def key(self) -> str:
+        """The key inside the KV secret."""
+        ...
+
+
+def vault_paths(
+    *,
+    kv_location: Callable[[str, str], KvLocation],
+    env_name: Callable[[str], str],
+    mount: str = "secret",
+    base_path: str = "vocalis",
+) -> str:
+    """The Markdown reference of every secret path: Vault location, env name, rotation.
+
+    The adapters own the mapping (`kv_location`, `env_name`); the docs generator passes them.
+    """
     lines = [
         "# Vault secret paths",
         "",

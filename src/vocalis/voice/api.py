@@ -1,4 +1,5 @@
-"""Routes: OpenAI-compatible `POST /v1/audio/transcriptions` and `POST /v1/audio/speech`, and
+"""Routes: OpenAI-compatible `POST /v1/audio/transcriptions` (streamed with `stream=true`, word
+and segment timestamps), `POST /v1/audio/translations` and `POST /v1/audio/speech`, and
 `GET /v1/conversations/{id}/recordings/{name}` (the WAV files voice turns are recorded to).
 
 Both audio endpoints run on the configured engines (offline faster-whisper and espeak-ng
@@ -13,6 +14,7 @@ carry OpenAI's `error` object.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -25,28 +27,40 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vocalis.conversations import service as conversations
 from vocalis.core import object_keys
-from vocalis.core.deps import BackendsDep
-from vocalis.core.errors import NotFound, VocalisError, register
-from vocalis.core.metrics import STT_LATENCY, STT_REAL_TIME_FACTOR, TTS_TIME_TO_FIRST_BYTE
-from vocalis.core.security import Principal, Scoped
-from vocalis.core.tracing import tracer
-from vocalis.openai_compat.api import openai_error
-from vocalis.ports.object_store import ObjectNotFound
-from vocalis.ports.stt import Transcript
-from vocalis.settings import Settings
-from vocalis.voice.audio import (
+from vocalis.core.audio import (
+    INVALID_AUDIO,
+    UNSUPPORTED_AUDIO_FORMAT,
     Resampler,
     UnsupportedAudioFormat,
     decode_audio_file,
     duration_seconds,
     wav_header,
 )
-from vocalis.voice.backends import voice_engines
+from vocalis.core.deps import BackendsDep
+from vocalis.core.errors import INTERNAL_ERROR, NotFound, VocalisError, register
+from vocalis.core.metrics import STT_LATENCY, STT_REAL_TIME_FACTOR, TTS_TIME_TO_FIRST_BYTE
+from vocalis.core.openapi import error_responses
+from vocalis.core.ratelimit import rate_limit_class
+from vocalis.core.security import Principal, Scoped
+from vocalis.core.tracing import tracer
+from vocalis.openai_compat.api import openai_error
+from vocalis.ports.object_store import ObjectNotFound
+from vocalis.ports.stt import SegmentTranscriber, Transcript, TranscriptSegment
+from vocalis.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["audio"])
 
+AUDIO_PARAMETER_UNSUPPORTED = register(
+    "audio_parameter_unsupported",
+    400,
+    "Audio parameter not supported",
+    "An audio request combines parameters that cannot be honoured together "
+    "(`timestamp_granularities` without `verbose_json`, `stream` with a subtitle or "
+    "`verbose_json` format) or asks the configured engine for what it cannot give (word "
+    "times, translation); `param` names it.",
+)
 AUDIO_MODEL_NOT_FOUND = register(
     "audio_model_not_found",
     404,
@@ -144,16 +158,157 @@ def verbose(transcript: Transcript, duration: float) -> dict[str, Any]:
     }
 
 
+TimestampGranularity = Literal["word", "segment"]
+
+
+def _refused(param: str, message: str) -> VocalisError:
+    error = VocalisError(message, code=AUDIO_PARAMETER_UNSUPPORTED)
+    error.extra = {"error": openai_error(error.code, message, error.status, param)}
+    return error
+
+
+def _words(transcript_segments: tuple[TranscriptSegment, ...]) -> list[dict[str, Any]]:
+    return [
+        {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)}
+        for segment in transcript_segments
+        for w in segment.words
+    ]
+
+
+async def _decode(backends: Any, org_id: str, data: bytes) -> tuple[bytes, Any]:
+    try:
+        pcm = await asyncio.to_thread(decode_audio_file, data, STT_RATE)
+        engines = await backends.voice.get()
+    except VocalisError as exc:
+        raise _with_openai_error(exc) from None
+    return pcm, engines
+
+
+def _observe(engine: str, seconds: float, duration: float) -> None:
+    STT_LATENCY.labels(engine).observe(seconds)
+    if duration > 0:
+        STT_REAL_TIME_FACTOR.labels(engine).observe(seconds / duration)
+    log.info("transcription_done", audio_s=round(duration, 2), stt_s=round(seconds, 3))
+
+
+async def _run_stt(
+    engines: Any,
+    org_id: str,
+    pcm: bytes,
+    language: str | None,
+    *,
+    words: bool,
+    translate: bool,
+) -> tuple[Transcript, float]:
+    """The whole transcript (segments with words when asked), and the seconds it took."""
+    stt = engines.stt
+    started = time.perf_counter()
+    with tracer().start_as_current_span("stt.transcribe") as span:
+        span.set_attribute("vocalis.org_id", org_id)
+        span.set_attribute("vocalis.stt.engine", stt.name)
+        span.set_attribute("vocalis.stt.task", "translate" if translate else "transcribe")
+        try:
+            if isinstance(stt, SegmentTranscriber) and (words or translate):
+                opened = await stt.transcribe_segments(
+                    pcm, STT_RATE, language, words=words, translate=translate
+                )
+                parts = tuple([s async for s in opened.segments])
+                text = " ".join(p.text for p in parts if p.text).strip()
+                transcript = Transcript(text, opened.language, 0.0, parts)
+            else:
+                transcript = await stt.transcribe(pcm, STT_RATE, language)
+        except VocalisError as exc:
+            raise _with_openai_error(exc) from None
+    seconds = time.perf_counter() - started
+    _observe(stt.name, seconds, duration_seconds(pcm, STT_RATE))
+    return transcript, seconds
+
+
+def _respond(
+    transcript: Transcript,
+    duration: float,
+    response_format: str,
+    granularities: set[str],
+    task: str = "transcribe",
+) -> Any:
+    if response_format == "text":
+        return PlainTextResponse(transcript.text + "\n")
+    if response_format in ("srt", "vtt"):
+        return PlainTextResponse(subtitles(transcript, response_format))  # type: ignore[arg-type]
+    if response_format == "verbose_json":
+        body = verbose(transcript, duration) | {"task": task}
+        if "word" in granularities:
+            body["words"] = _words(transcript.segments)
+            if "segment" not in granularities:
+                body.pop("segments")
+        return JSONResponse(body)
+    return JSONResponse(
+        {"text": transcript.text, "usage": {"type": "duration", "seconds": round(duration, 3)}}
+    )
+
+
+async def _transcript_events(
+    engines: Any, org_id: str, pcm: bytes, language: str | None
+) -> AsyncIterator[str]:
+    """OpenAI's streamed transcript: `transcript.text.delta` per decoded segment, then
+    `transcript.text.done` with the whole text (an `error` event if decoding fails)."""
+    stt = engines.stt
+    started = time.perf_counter()
+    parts: list[str] = []
+    try:
+        with tracer().start_as_current_span("stt.transcribe") as span:
+            span.set_attribute("vocalis.org_id", org_id)
+            span.set_attribute("vocalis.stt.engine", stt.name)
+            span.set_attribute("vocalis.stt.streamed", True)
+            if isinstance(stt, SegmentTranscriber):
+                opened = await stt.transcribe_segments(pcm, STT_RATE, language)
+                async for segment in opened.segments:
+                    if segment.text:
+                        delta = segment.text if not parts else " " + segment.text
+                        parts.append(segment.text)
+                        yield _event({"type": "transcript.text.delta", "delta": delta})
+            else:  # an engine that answers whole: one delta
+                transcript = await stt.transcribe(pcm, STT_RATE, language)
+                if transcript.text:
+                    parts.append(transcript.text)
+                    yield _event({"type": "transcript.text.delta", "delta": transcript.text})
+        _observe(stt.name, time.perf_counter() - started, duration_seconds(pcm, STT_RATE))
+        yield _event({"type": "transcript.text.done", "text": " ".join(parts).strip()})
+    except VocalisError as exc:
+        log.warning("transcription_failed", code=exc.code, detail=exc.detail)
+        yield _event({"type": "error", "error": openai_error(exc.code, exc.detail, exc.status)})
+    except Exception:
+        log.exception("transcription_failed")
+        error = openai_error(INTERNAL_ERROR, "Internal server error", 500)
+        yield _event({"type": "error", "error": error})
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
 @router.post(
     "/audio/transcriptions",
+    openapi_extra=rate_limit_class("uploads"),
     responses={
         200: {
             "description": "The transcript: JSON (`json`, `verbose_json`) or text "
-            "(`text`, `srt`, `vtt`).",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "(`text`, `srt`, `vtt`); with `stream=true`, `transcript.text.delta` server-sent "
+            "events (one per decoded segment) and a last `transcript.text.done`.",
+            "content": {
+                "application/json": {"example": {"text": "I would like to book a table."}},
+                "text/plain": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
         },
-        400: {"description": "The file is not decodable audio."},
-        404: {"description": "Unknown `model`."},
+        **error_responses(
+            INVALID_AUDIO,
+            UNSUPPORTED_AUDIO_FORMAT,
+            AUDIO_PARAMETER_UNSUPPORTED,
+            AUDIO_MODEL_NOT_FOUND,
+            status_400="The file is not decodable audio, or a parameter is refused.",
+            status_404="Unknown `model`.",
+        ),
     },
     summary="Transcribe an audio file (OpenAI-compatible)",
 )
@@ -166,36 +321,97 @@ async def create_transcription(
     prompt: Annotated[str | None, Form(max_length=4000)] = None,
     response_format: Annotated[TranscriptionFormat, Form()] = "json",
     temperature: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
+    stream: Annotated[bool, Form()] = False,
+    timestamp_granularities: Annotated[
+        list[TimestampGranularity] | None,
+        Form(
+            alias="timestamp_granularities[]",
+            description="`word` and/or `segment` (with `verbose_json`; default `segment`).",
+        ),
+    ] = None,
 ) -> Any:
     """Speech to text with the configured engine (`prompt` and `temperature` are accepted)."""
     settings = backends.settings
     _check_model(model, STT_ALIASES, _stt_models(settings))
+    granularities: set[str] = set(timestamp_granularities or ())
+    if granularities and response_format != "verbose_json":
+        raise _refused(
+            "timestamp_granularities",
+            "`timestamp_granularities` needs `response_format` `verbose_json`.",
+        )
+    if stream and response_format not in ("json", "text"):
+        raise _refused("stream", "A streamed transcript comes as text: use `json` or `text`.")
     data = await file.read()
-    try:
-        pcm = await asyncio.to_thread(decode_audio_file, data, STT_RATE)
-        engines = await voice_engines(backends)
-        started = time.perf_counter()
-        with tracer().start_as_current_span("stt.transcribe") as span:
-            span.set_attribute("vocalis.org_id", principal.org_id)
-            span.set_attribute("vocalis.stt.engine", engines.stt.name)
-            transcript = await engines.stt.transcribe(pcm, STT_RATE, language or None)
-    except VocalisError as exc:
-        raise _with_openai_error(exc) from None
-    seconds = time.perf_counter() - started
-    duration = duration_seconds(pcm, STT_RATE)
-    STT_LATENCY.labels(engines.stt.name).observe(seconds)
-    if duration > 0:
-        STT_REAL_TIME_FACTOR.labels(engines.stt.name).observe(seconds / duration)
-    log.info("transcription_done", audio_s=round(duration, 2), stt_s=round(seconds, 3))
-    if response_format == "text":
-        return PlainTextResponse(transcript.text + "\n")
-    if response_format in ("srt", "vtt"):
-        return PlainTextResponse(subtitles(transcript, response_format))
-    if response_format == "verbose_json":
-        return JSONResponse(verbose(transcript, duration))
-    return JSONResponse(
-        {"text": transcript.text, "usage": {"type": "duration", "seconds": round(duration, 3)}}
+    pcm, engines = await _decode(backends, principal.org_id, data)
+    if stream:
+        return StreamingResponse(
+            _transcript_events(engines, principal.org_id, pcm, language or None),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    words = "word" in granularities
+    if words and not isinstance(engines.stt, SegmentTranscriber):
+        raise _refused(
+            "timestamp_granularities",
+            f"The configured speech-to-text engine ({engines.stt.name}) gives no word times.",
+        )
+    transcript, _ = await _run_stt(
+        engines, principal.org_id, pcm, language or None, words=words, translate=False
     )
+    duration = duration_seconds(pcm, STT_RATE)
+    return _respond(transcript, duration, response_format, granularities)
+
+
+@router.post(
+    "/audio/translations",
+    openapi_extra=rate_limit_class("uploads"),
+    responses={
+        200: {
+            "description": "English text of the speech: JSON (`json`, `verbose_json`) or text "
+            "(`text`, `srt`, `vtt`).",
+            "content": {
+                "application/json": {"example": {"text": "I would like to book a table."}},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        },
+        **error_responses(
+            INVALID_AUDIO,
+            UNSUPPORTED_AUDIO_FORMAT,
+            AUDIO_MODEL_NOT_FOUND,
+            status_400="The file is not decodable audio.",
+            status_404="Unknown `model`.",
+        ),
+    },
+    summary="Translate speech into English text (OpenAI-compatible)",
+)
+async def create_translation(
+    principal: Annotated[Principal, Scoped("conversations:write")],
+    backends: BackendsDep,
+    file: Annotated[UploadFile, File(description="Audio: WAV, or MP3/OGG/FLAC/WebM/M4A.")],
+    model: Annotated[str, Form(max_length=64)],
+    prompt: Annotated[str | None, Form(max_length=4000)] = None,
+    response_format: Annotated[TranscriptionFormat, Form()] = "json",
+    temperature: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
+) -> Any:
+    """Speech in any language the engine understands, as English text. An English-only model
+    (the packaged `tiny.en`) hears English only: its translation is the English transcript."""
+    settings = backends.settings
+    _check_model(model, STT_ALIASES, _stt_models(settings))
+    data = await file.read()
+    pcm, engines = await _decode(backends, principal.org_id, data)
+    stt = engines.stt
+    if not isinstance(stt, SegmentTranscriber):
+        raise _refused(
+            "model", f"The configured speech-to-text engine ({stt.name}) does not translate."
+        )
+    multilingual = await asyncio.to_thread(stt.can_translate)
+    transcript, _ = await _run_stt(
+        engines, principal.org_id, pcm, None if multilingual else "en", words=False, translate=True
+    )
+    if not multilingual:
+        transcript = Transcript(transcript.text, "en", transcript.duration, transcript.segments)
+    duration = duration_seconds(pcm, STT_RATE)
+    return _respond(transcript, duration, response_format, set(), task="translate")
 
 
 # --- speech -------------------------------------------------------------------------------
@@ -215,6 +431,7 @@ class SpeechRequest(BaseModel):
 
 @router.post(
     "/audio/speech",
+    openapi_extra=rate_limit_class("chat_turns"),
     response_class=StreamingResponse,
     responses={
         200: {
@@ -222,8 +439,12 @@ class SpeechRequest(BaseModel):
             "PCM16 mono at 24 kHz.",
             "content": {"audio/wav": {}, "audio/pcm": {}},
         },
-        400: {"description": "An output format other than `wav` or `pcm`."},
-        404: {"description": "Unknown `model`."},
+        **error_responses(
+            AUDIO_PARAMETER_UNSUPPORTED,
+            AUDIO_MODEL_NOT_FOUND,
+            status_400="An output format other than `wav` or `pcm`.",
+            status_404="Unknown `model`.",
+        ),
     },
     summary="Synthesise speech (OpenAI-compatible)",
 )
@@ -242,7 +463,7 @@ async def create_speech(
             )
         )
     try:
-        engines = await voice_engines(backends)
+        engines = await backends.voice.get()
     except VocalisError as exc:
         raise _with_openai_error(exc) from None
     tts = engines.tts

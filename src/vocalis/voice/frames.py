@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from vocalis.core.errors import VocalisError
+from vocalis.voice.turns import VoiceTurn
 
 _frame_ids = itertools.count(1)
 
@@ -61,6 +62,40 @@ class BargeIn(Interruption):
 
 
 @dataclass(kw_only=True)
+class SpeculationDropped(Interruption):
+    """The user went on speaking: the reply prepared at the pause is thrown away unheard.
+
+    Only that reply's frames are queued when it comes (a speculation never overlaps
+    another reply); the speculation gate before playout absorbs it.
+    """
+
+    reason: str = "speculation_dropped"
+    response_id: str = ""
+
+
+@dataclass(kw_only=True)
+class SpeechOnset(SystemFrame):
+    """VAD: speech may be starting (or, with `cancelled`, the onset died away unconfirmed;
+    with `long`, the turn's voiced speech is already longer than a backchannel).
+
+    It overtakes queued frames so that an answer being spoken can be paused at once.
+    """
+
+    cancelled: bool = False
+    long: bool = False
+
+
+@dataclass(kw_only=True)
+class PausePlayback(SystemFrame):
+    """Hold the agent's audio where it is (the user may be interrupting)."""
+
+
+@dataclass(kw_only=True)
+class ResumePlayback(SystemFrame):
+    """Go on with the agent's audio from where it was held (a false interruption)."""
+
+
+@dataclass(kw_only=True)
 class CancelFrame(SystemFrame):
     """Abort the whole pipeline without flushing (the connection is gone)."""
 
@@ -85,17 +120,45 @@ class SpeechStarted(ControlFrame):
 
 
 @dataclass
+class SpeechPaused(ControlFrame):
+    """VAD: the user paused (`audio_end_ms` is where the speech stopped, `silence_ms` ago);
+    the turn may be over, so the reply can be prepared speculatively. `turn` is the
+    candidate turn begun there (its span parents the speculative work)."""
+
+    audio_end_ms: float
+    silence_ms: float = 0.0
+    turn: VoiceTurn | None = None
+
+
+@dataclass
+class SpeechResumed(ControlFrame):
+    """VAD: the user went on speaking after a pause: the turn was not over."""
+
+
+@dataclass
+class SpeculationCommitted(ControlFrame):
+    """The turn ended at the pause its speculative reply answers: the reply may be heard."""
+
+    response_id: str
+
+
+@dataclass
 class SpeechStopped(ControlFrame):
     """VAD: end of the user's turn after `silence_ms` of silence.
 
     `accepted` is False when the turn held less voiced audio than the minimum (a click,
-    a cough): such a turn is not transcribed.
+    a cough): such a turn is not transcribed. `turn` is set on accepted turns once the
+    turn has begun (its span and latency). When an end-of-turn model decided, its
+    probability and decision time come along (`None` when silence alone ended the turn).
     """
 
     audio_end_ms: float
     speech_ms: float
     silence_ms: float
     accepted: bool = True
+    turn: VoiceTurn | None = None
+    turn_probability: float | None = None
+    turn_decision_ms: float | None = None
 
 
 @dataclass
@@ -106,6 +169,8 @@ class ResponseStarted(ControlFrame):
 
     response_id: str
     transcript: str
+    turn: VoiceTurn | None = None  # the spoken turn answered, if any
+    speculative: bool = False  # prepared before the turn was confirmed: held until committed
 
 
 @dataclass
@@ -173,6 +238,13 @@ class TranscriptFinal(DataFrame):
     audio: bytes = b""
     sample_rate: int = 16000
     stt_seconds: float = 0.0
+    turn: VoiceTurn | None = None
+    # At a pause: the turn so far, to prepare a reply speculatively (never shown or kept).
+    speculative: bool = False
+    # The final transcript of a turn that ended at its last pause: the speculation made
+    # there answers it.
+    confirms_speculation: bool = False
+    backchannel: bool = False  # only a backchannel ("uh-huh") or nothing over a reply
 
 
 @dataclass
@@ -183,6 +255,27 @@ class LLMTextDelta(DataFrame):
 
     text: str
     response_id: str
+
+
+@dataclass
+class AgentToolCall(DataFrame):
+    """The agent called a tool while answering reply `response_id`."""
+
+    response_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class AgentToolResult(DataFrame):
+    """A server-side tool answered a call of reply `response_id`."""
+
+    response_id: str
+    call_id: str
+    name: str
+    output: str
+    is_error: bool = False
 
 
 @dataclass

@@ -6,8 +6,8 @@ the queue: on an `Interruption` every interruptible processor cancels the frame 
 working on, drops queued reply frames, runs its `on_interruption` hook and passes the
 interruption on. Failures become `ErrorFrame`s and the pipeline keeps running.
 
-The voice path: VADProcessor → STTProcessor → AgentProcessor → SentenceChunkerProcessor →
-TTSProcessor → AudioPlayout → (transport out).
+The voice path (assembled in `voice.pipeline`): VADProcessor → STTProcessor → the agent →
+SentenceChunkerProcessor → TTSProcessor → AudioPlayout → (the conversation's output).
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ import enum
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, TypeVar
 
-from vocalis.core.ids import new_id
-from vocalis.core.tracing import tracer
+from vocalis.core.audio import Resampler, check_pcm16, duration_seconds, resample
+from vocalis.ports.speech import TurnDetector
 from vocalis.ports.stt import PartialTranscriber, SpeechToText
 from vocalis.ports.tts import TextToSpeech
 from vocalis.ports.vad import VoiceActivityDetector
-from vocalis.voice.audio import Resampler, check_pcm16, duration_seconds
 from vocalis.voice.frames import (
     AudioIn,
     BargeIn,
     CancelFrame,
+    ControlFrame,
     EndFrame,
     EndOfResponse,
     ErrorFrame,
@@ -40,9 +40,15 @@ from vocalis.voice.frames import (
     Interruption,
     LLMTextDelta,
     MetricFrame,
+    PausePlayback,
     ResponseSpoken,
     ResponseStarted,
+    ResumePlayback,
     SpeakableText,
+    SpeculationCommitted,
+    SpeechOnset,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     SystemFrame,
@@ -53,15 +59,12 @@ from vocalis.voice.frames import (
     TTSSentenceStart,
 )
 from vocalis.voice.sentences import SentenceChunker
+from vocalis.voice.turns import VoiceTurn, turn_span
 
 logger = logging.getLogger(__name__)
 
 MetricsObserver = Callable[[str, str, float], None]
 """Called with (processor name, metric name, value) for every measurement."""
-
-Responder = Callable[[str], AsyncIterator[str]]
-"""The agent as the pipeline sees it: user text in, reply text deltas out."""
-
 
 T = TypeVar("T")
 
@@ -294,10 +297,49 @@ class EndpointingConfig:
     prefix_padding_ms: float = 300.0
     max_turn_ms: float = 30_000.0
     interrupt_on_speech: bool = True
+    # Speculation: silence after which a pause is reported (`SpeechPaused`); 0 = never.
+    pause_ms: float = 0.0
+    # Speech that reports an onset (`SpeechOnset`: the agent's audio is held at once).
+    onset_ms: float = 64.0
+    # Voiced speech in a turn after which `SpeechOnset(long=True)` says it is no backchannel.
+    long_speech_ms: float = 900.0
+    # Model-based end of turn (`semantic_vad`): at this much silence the turn detector
+    # decides; the silence that ends the turn then follows its probability (`turn_wait_ms`)
+    # up to `max_silence_ms`. None = silence alone (`stop_silence_ms`) ends turns.
+    turn_decision_ms: float | None = None
+    turn_threshold: float = 0.9
+    max_silence_ms: float = 3000.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.neg_threshold <= self.threshold <= 1.0:
             raise ValueError("need 0 <= neg_threshold <= threshold <= 1")
+        if self.turn_decision_ms is not None and not (
+            0.0 < self.turn_decision_ms <= self.max_silence_ms
+        ):
+            raise ValueError("need 0 < turn_decision_ms <= max_silence_ms")
+
+
+def turn_wait_ms(probability: float, config: EndpointingConfig) -> float:
+    """The silence that ends a turn once the turn model said `probability` at a pause.
+
+    At or above `turn_threshold` the turn ends at the decision; below it the wait grows
+    with the square root of the shortfall (a confident "unfinished" waits longest), up to
+    the `max_silence_ms` cap.
+    """
+    decision = config.turn_decision_ms or 0.0
+    if probability >= config.turn_threshold:
+        return decision
+    shortfall = (config.turn_threshold - probability) / config.turn_threshold
+    return decision + (config.max_silence_ms - decision) * min(1.0, shortfall) ** 0.5
+
+
+@dataclass(kw_only=True)
+class _TurnDecided(ControlFrame):
+    """The turn model's answer for pause number `pause`, back in the VAD's own queue."""
+
+    pause: int
+    probability: float | None  # None: the model failed
+    seconds: float
 
 
 class VADProcessor(FrameProcessor):
@@ -306,20 +348,37 @@ class VADProcessor(FrameProcessor):
     Speech starts after `start_ms` of consecutive windows above `threshold`; the turn ends
     after `stop_silence_ms` below `neg_threshold`. A turn with less than `min_speech_ms` of
     voiced audio ends with `accepted=False`. Input audio is passed on unchanged.
+
+    With a `turn` detector and `turn_decision_ms` set, silence alone no longer ends the
+    turn: at `turn_decision_ms` of silence the turn's audio (its last 8 s) goes to the
+    model in the background, and the turn ends once the silence reaches what the model's
+    probability asks for (`turn_wait_ms`) or the `max_silence_ms` cap, whichever is first.
+    Speech before that forgets the decision; the next pause asks again.
     """
 
     interruptible = False
     _INLINE_WINDOWS = 8  # larger inputs go to a worker thread
+    _TURN_AUDIO_S = 8.0  # what the turn model hears, at most
 
     def __init__(
         self,
         vad: VoiceActivityDetector,
         config: EndpointingConfig | None = None,
         *,
+        turn: TurnDetector | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         self.config = config or EndpointingConfig()
+        self.turn_detector = turn
+        self._recent = bytearray()  # the last seconds of audio at the VAD's rate
+        self._pause = 0  # numbers the pauses, so a late decision is recognised as stale
+        self._deciding = False
+        self._decided = False
+        self._probability: float | None = None
+        self._decision_ms: float | None = None
+        self._stopped_decision: tuple[float | None, float | None] = (None, None)
+        self._decision_task: asyncio.Task[None] | None = None
         self._vad = vad
         self._stream = vad.new_stream()
         self._window_ms = vad.window_samples * 1000.0 / vad.sample_rate
@@ -333,6 +392,9 @@ class VADProcessor(FrameProcessor):
 
     def _reset_turn(self) -> None:
         self.speaking = False
+        self._paused = False  # a `SpeechPaused` was reported and speech has not resumed
+        self._onset_reported = False
+        self._long_reported = False
         self._onset_ms = 0.0
         self._onset_start_ms = 0.0
         self._voiced_ms = 0.0
@@ -342,6 +404,9 @@ class VADProcessor(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: Direction) -> None:
         """Classify audio and emit turn events after the audio they concern."""
+        if isinstance(frame, _TurnDecided):
+            await self._on_decision(frame)
+            return
         if not isinstance(frame, AudioIn) or direction is UPSTREAM:
             await self.push_frame(frame, direction)
             return
@@ -373,6 +438,11 @@ class VADProcessor(FrameProcessor):
 
     async def _probabilities(self, pcm: bytes) -> list[float]:
         audio = self._resampler.push(pcm) if self._resampler else pcm
+        if self._model_decides():
+            self._recent += audio
+            excess = len(self._recent) - int(self._TURN_AUDIO_S * self._vad.sample_rate) * 2
+            if excess > 0:
+                del self._recent[:excess]
         if len(audio) // 2 <= self._INLINE_WINDOWS * self._vad.window_samples:
             return self._stream.process(audio)
         return await asyncio.to_thread(self._stream.process, audio)
@@ -386,8 +456,15 @@ class VADProcessor(FrameProcessor):
                     self._onset_start_ms = start if self._onset_ms == 0 else self._onset_start_ms
                     self._onset_ms += self._window_ms
                 else:
+                    if self._onset_reported:
+                        events.append(("onset_cancelled", start))
+                        self._onset_reported = False
                     self._onset_ms = 0.0
+                if not self._onset_reported and 0 < cfg.onset_ms <= self._onset_ms:
+                    self._onset_reported = True
+                    events.append(("onset", start))
                 if self._onset_ms >= cfg.start_ms:
+                    self._onset_reported = self._long_reported = False
                     self.speaking = True
                     self._speech_start_ms = self._onset_start_ms
                     self._voiced_ms, self._silence_ms = self._onset_ms, 0.0
@@ -395,25 +472,139 @@ class VADProcessor(FrameProcessor):
                     events.append(("start", self._onset_start_ms))
                 continue
             if p >= cfg.neg_threshold:
+                if self._paused and p >= cfg.threshold:
+                    self._paused = False
+                    events.append(("resume", start))
                 self._silence_ms, self._last_speech_end_ms = 0.0, self._vad_ms
                 self._voiced_ms += self._window_ms if p >= cfg.threshold else 0.0
+                self._forget_decision()
+                if not self._long_reported and 0 < cfg.long_speech_ms <= self._voiced_ms:
+                    self._long_reported = True
+                    events.append(("long", start))
             else:
                 self._silence_ms += self._window_ms
             too_long = self._vad_ms - self._speech_start_ms >= cfg.max_turn_ms
-            if self._silence_ms >= cfg.stop_silence_ms or too_long:
+            if self._turn_over(too_long):
+                self._stopped_decision = (self._probability, self._decision_ms)
+                self._forget_decision()
                 events.append(("stop", self._vad_ms))
-                self.speaking = False
+                self.speaking = self._paused = False
                 self._onset_ms = 0.0
+            elif (
+                not self._paused
+                and 0 < cfg.pause_ms <= self._silence_ms
+                and self._voiced_ms >= cfg.min_speech_ms
+            ):
+                self._paused = True
+                events.append(("pause", self._last_speech_end_ms))
+            if (
+                self.speaking
+                and self._model_decides()
+                and not (self._deciding or self._decided)
+                and self._silence_ms >= (cfg.turn_decision_ms or 0.0)
+            ):
+                self._deciding = True
+                events.append(("decide", self._vad_ms))
         return events
 
+    # --- model-based end of turn ------------------------------------------------------
+    def _model_decides(self) -> bool:
+        return self.turn_detector is not None and self.config.turn_decision_ms is not None
+
+    def _turn_over(self, too_long: bool) -> bool:
+        """Whether the silence so far ends the turn (see the class docstring)."""
+        cfg = self.config
+        if too_long:
+            return True
+        if not self._model_decides():
+            return self._silence_ms >= cfg.stop_silence_ms
+        if self._silence_ms >= cfg.max_silence_ms:
+            return True
+        if not self._decided:
+            return False
+        if self._probability is None:  # the model failed: silence decides
+            return self._silence_ms >= cfg.stop_silence_ms
+        return self._silence_ms >= turn_wait_ms(self._probability, cfg)
+
+    def _forget_decision(self) -> None:
+        """Speech went on (or the turn ended): a decision in flight is stale."""
+        if self._deciding or self._decided:
+            self._pause += 1
+        self._deciding = self._decided = False
+        self._probability = self._decision_ms = None
+
+    def _start_decision(self) -> None:
+        detector = self.turn_detector
+        if detector is None:
+            return
+        rate = self._vad.sample_rate
+        heard_ms = self._vad_ms - self._speech_start_ms + self.config.prefix_padding_ms
+        audio = bytes(self._recent[-int(heard_ms / 1000.0 * rate) * 2 :])
+        if detector.sample_rate != rate:
+            audio = resample(audio, rate, detector.sample_rate)
+        self._decision_task = asyncio.create_task(self._decide(detector, audio, self._pause))
+
+    async def _decide(self, detector: TurnDetector, audio: bytes, pause: int) -> None:
+        started = time.perf_counter()
+        probability: float | None
+        try:
+            probability = await detector.end_of_turn_probability(audio)
+        except Exception:  # the turn still ends: on plain silence
+            logger.exception("turn detector %s failed", detector.name)
+            probability = None
+        seconds = time.perf_counter() - started
+        await self.queue_frame(_TurnDecided(pause=pause, probability=probability, seconds=seconds))
+
+    async def _on_decision(self, frame: _TurnDecided) -> None:
+        if frame.pause != self._pause or not self.speaking or not self._deciding:
+            return  # stale: the user spoke again, or the turn already ended
+        self._deciding, self._decided = False, True
+        self._probability, self._decision_ms = frame.probability, frame.seconds * 1000.0
+        await self.report_metric("turn_decision_seconds", frame.seconds)
+        if frame.probability is None:
+            outcome = "failed"
+        else:
+            ends = frame.probability >= self.config.turn_threshold
+            outcome = "end" if ends else "wait"
+        await self.report_metric(f"turn_decisions_{outcome}", 1.0)
+        if self._turn_over(False):
+            self._stopped_decision = (self._probability, self._decision_ms)
+            self._forget_decision()
+            self.speaking = self._paused = False
+            self._onset_ms = 0.0
+            await self._emit(("stop", self._vad_ms), self._rate or self._vad.sample_rate)
+
+    async def stop(self) -> None:
+        """Cancel a decision in flight, then the worker."""
+        task, self._decision_task = self._decision_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await super().stop()
+
     async def _emit(self, event: tuple[str, float], rate: int) -> None:
-        kind, _at = event
+        kind, at = event
+        if kind in ("onset", "onset_cancelled", "long"):
+            if self.config.interrupt_on_speech:  # the interruption arbiter decides
+                frame = SpeechOnset(cancelled=kind == "onset_cancelled", long=kind == "long")
+                await self.push_frame(frame)
+            return
+        if kind == "pause":
+            await self.push_frame(SpeechPaused(audio_end_ms=at, silence_ms=self._silence_ms))
+            return
+        if kind == "resume":
+            await self.push_frame(SpeechResumed())
+            return
+        if kind == "decide":
+            self._start_decision()
+            return
         if kind == "start":
             audio_start = max(
                 self._history_start_ms, self._speech_start_ms - self.config.prefix_padding_ms
             )
             offset = int((audio_start - self._history_start_ms) / 1000.0 * rate) * 2
-            if self.config.interrupt_on_speech:
+            if self.config.interrupt_on_speech and self.config.onset_ms <= 0:
                 await self.push_frame(BargeIn())
             await self.push_frame(
                 SpeechStarted(
@@ -425,12 +616,16 @@ class VADProcessor(FrameProcessor):
             return
         speech_ms = self._voiced_ms
         accepted = speech_ms >= self.config.min_speech_ms
+        probability, decision_ms = self._stopped_decision
+        self._stopped_decision = (None, None)
         await self.push_frame(
             SpeechStopped(
                 audio_end_ms=self._last_speech_end_ms,
                 speech_ms=speech_ms,
                 silence_ms=self._silence_ms,
                 accepted=accepted,
+                turn_probability=probability,
+                turn_decision_ms=decision_ms,
             )
         )
         if accepted:
@@ -455,10 +650,12 @@ class STTProcessor(FrameProcessor):
         language: str | None = None,
         partial_interval_ms: float | None = None,
         trailing_pad_ms: float = 200.0,
+        span_attributes: Mapping[str, str] | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         self._stt = stt
+        self._span_attributes = dict(span_attributes or {})
         self._language = language
         self._partial_interval_ms = partial_interval_ms
         self._trailing_pad_ms = trailing_pad_ms
@@ -468,6 +665,13 @@ class STTProcessor(FrameProcessor):
         self._rate = 16000
         self._partial_task: asyncio.Task[None] | None = None
         self._partial_at_bytes = 0
+        # Incremental transcription: the turn's audio up to its last pause is transcribed
+        # at that pause (in segments cut at pauses), so the end of the turn only needs the tail.
+        self._segments: list[str] = []
+        self._cut_bytes = 0  # where the untranscribed tail begins
+        self._resumed = False  # speech came after the last pause
+        self._language_seen: str | None = None
+        self._segment_seconds = 0.0  # transcribing the segments before the tail
 
     async def process_frame(self, frame: Frame, direction: Direction) -> None:
         """Buffer the turn's audio and transcribe it when the turn ends."""
@@ -481,31 +685,94 @@ class STTProcessor(FrameProcessor):
             self._collecting, self._rate = True, frame.sample_rate
             self._audio = bytearray(frame.preroll)
             self._audio_start_ms, self._partial_at_bytes = frame.audio_start_ms, 0
+            self._segments, self._cut_bytes, self._resumed = [], 0, False
+            self._segment_seconds = 0.0
+        elif isinstance(frame, SpeechPaused) and self._collecting:
+            await self._pause(frame)
+        elif isinstance(frame, SpeechResumed):
+            self._resumed = True
         elif isinstance(frame, SpeechStopped) and self._collecting:
             self._collecting = False
             await self._cancel_partial()
             if frame.accepted:
                 keep_ms = frame.audio_end_ms + self._trailing_pad_ms - self._audio_start_ms
-                await self._transcribe(bytes(self._audio[: int(keep_ms / 1000.0 * self._rate) * 2]))
+                turn_audio = bytes(self._audio[: int(keep_ms / 1000.0 * self._rate) * 2])
+                await self._transcribe(turn_audio, frame.turn)
             self._audio = bytearray()
+            self._segments, self._cut_bytes = [], 0
 
-    async def _transcribe(self, audio: bytes) -> None:
+    def _bytes_at(self, audio_ms: float) -> int:
+        return max(0, int((audio_ms - self._audio_start_ms) / 1000.0 * self._rate) * 2)
+
+    async def _pause(self, frame: SpeechPaused) -> None:
+        """Transcribe the speech since the last pause; offer the turn so far for speculation."""
+        end = min(len(self._audio), self._bytes_at(frame.audio_end_ms + self._trailing_pad_ms))
+        if end <= self._cut_bytes:
+            return
         started = time.perf_counter()
-        with tracer().start_as_current_span("stt.transcribe") as span:
-            span.set_attribute("vocalis.stt.engine", self._stt.name)
-            transcript = await self._stt.transcribe(audio, self._rate, self._language)
+        with turn_span(
+            "stt.transcribe",
+            frame.turn,
+            self._span_attributes,
+            **{"vocalis.stt.engine": self._stt.name, "vocalis.stt.segment": "pause"},
+        ):
+            transcript = await self._stt.transcribe(
+                bytes(self._audio[self._cut_bytes : end]), self._rate, self._language
+            )
+        self._language_seen = transcript.language
+        if transcript.text.strip():
+            self._segments.append(transcript.text.strip())
+        # The next segment starts where the speech stopped (the pad is silence).
+        self._cut_bytes = self._bytes_at(frame.audio_end_ms)
+        self._resumed = False
+        self._segment_seconds += time.perf_counter() - started
+        await self.report_metric("stt_seconds", time.perf_counter() - started)
+        text = " ".join(self._segments)
+        if text:
+            await self.push_frame(
+                TranscriptFinal(
+                    text=text,
+                    language=transcript.language,
+                    audio=bytes(self._audio[:end]),
+                    sample_rate=self._rate,
+                    stt_seconds=time.perf_counter() - started,
+                    turn=frame.turn,
+                    speculative=True,
+                )
+            )
+
+    async def _transcribe(self, audio: bytes, turn: VoiceTurn | None) -> None:
+        started = time.perf_counter()
+        attributes = self._span_attributes
+        confirms = bool(self._segments) and not self._resumed
+        tail = b"" if confirms else audio[self._cut_bytes :]
+        language = self._language_seen
+        texts = list(self._segments)
+        if tail:
+            with turn_span(
+                "stt.transcribe", turn, attributes, **{"vocalis.stt.engine": self._stt.name}
+            ):
+                transcript = await self._stt.transcribe(tail, self._rate, self._language)
+            language = transcript.language
+            if transcript.text.strip():
+                texts.append(transcript.text.strip())
         seconds = time.perf_counter() - started
-        audio_seconds = duration_seconds(audio, self._rate)
-        await self.report_metric("stt_seconds", seconds)
+        if turn is not None:  # all of the turn's transcription, also what ran at its pauses
+            turn.measure("stt", (seconds + self._segment_seconds) * 1000.0)
+        audio_seconds = duration_seconds(tail, self._rate)
+        if tail:
+            await self.report_metric("stt_seconds", seconds)
         if audio_seconds > 0:
             await self.report_metric("stt_real_time_factor", seconds / audio_seconds)
         await self.push_frame(
             TranscriptFinal(
-                text=transcript.text,
-                language=transcript.language,
+                text=" ".join(texts) if self._segments else (texts[0] if texts else ""),
+                language=language,
                 audio=audio,
                 sample_rate=self._rate,
                 stt_seconds=seconds,
+                turn=turn,
+                confirms_speculation=confirms,
             )
         )
 
@@ -540,35 +807,6 @@ class STTProcessor(FrameProcessor):
         """Cancel any partial transcription, then the worker."""
         await self._cancel_partial()
         await super().stop()
-
-
-# --- agent -------------------------------------------------------------------------------
-class AgentProcessor(FrameProcessor):
-    """Answers each non-empty final transcript with the injected `Responder`'s text deltas."""
-
-    def __init__(self, respond: Responder, *, name: str | None = None) -> None:
-        super().__init__(name=name)
-        self._respond = respond
-
-    async def process_frame(self, frame: Frame, direction: Direction) -> None:
-        """Pass the transcript on, then stream the reply as `LLMTextDelta`s."""
-        await self.push_frame(frame, direction)
-        if isinstance(frame, TranscriptFinal) and frame.text.strip():
-            await self._reply(frame.text)
-
-    async def _reply(self, text: str) -> None:
-        response_id = new_id("resp")
-        await self.push_frame(ResponseStarted(response_id=response_id, transcript=text))
-        started, first = time.perf_counter(), True
-        async with _closing(self._respond(text)) as deltas:
-            async for delta in deltas:
-                if not delta:
-                    continue
-                if first:
-                    first = False
-                    await self.report_metric("first_token_seconds", time.perf_counter() - started)
-                await self.push_frame(LLMTextDelta(text=delta, response_id=response_id))
-        await self.push_frame(EndOfResponse(response_id=response_id))
 
 
 class SentenceChunkerProcessor(FrameProcessor):
@@ -613,26 +851,61 @@ class TTSProcessor(FrameProcessor):
         *,
         voice: str | None = None,
         sample_rate: int = 24000,
+        span_attributes: Mapping[str, str] | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         self._tts = tts
         self.voice = voice
         self.sample_rate = sample_rate
+        self._span_attributes = dict(span_attributes or {})
+        self._turns: dict[str, VoiceTurn] = {}  # the spoken turn each reply answers
+        # Speculative replies: only the first sentence is synthesised before the turn is
+        # confirmed; the frames after it wait here (by response id) for `SpeculationCommitted`.
+        self._speculative: dict[str, list[Frame]] = {}
+        self._spoken: set[str] = set()
 
     async def process_frame(self, frame: Frame, direction: Direction) -> None:
         """Speak sentences; pass everything else on in order."""
+        response_id = getattr(frame, "response_id", None)
+        if isinstance(frame, SpeculationCommitted):
+            held = self._speculative.pop(frame.response_id, [])
+            for queued in held:
+                await self.process_frame(queued, DOWNSTREAM)
+        elif response_id in self._speculative and (
+            self._speculative[response_id] or response_id in self._spoken
+        ):
+            self._speculative[response_id].append(frame)  # after the first sentence: wait
+            return
         if isinstance(frame, SpeakableText):
             await self._speak(frame)
-        else:
-            await self.push_frame(frame, direction)
+            if frame.response_id in self._speculative:
+                self._spoken.add(frame.response_id)
+            return
+        if isinstance(frame, ResponseStarted):
+            if frame.turn is not None:
+                self._turns[frame.response_id] = frame.turn
+            if frame.speculative:
+                self._speculative[frame.response_id] = []
+        elif isinstance(frame, EndOfResponse):
+            self._turns.pop(frame.response_id, None)
+            self._speculative.pop(frame.response_id, None)
+            self._spoken.discard(frame.response_id)
+        await self.push_frame(frame, direction)
+
+    async def on_interruption(self, frame: Interruption, dropped: list[Frame]) -> None:
+        """Forget the replies that were cut off."""
+        self._turns.clear()
+        self._speculative.clear()
+        self._spoken.clear()
 
     async def _speak(self, frame: SpeakableText) -> None:
         await self.push_frame(TTSSentenceStart(text=frame.text, response_id=frame.response_id))
         resampler = Resampler(self._tts.sample_rate, self.sample_rate)
         started, sent_bytes = time.perf_counter(), 0
-        with tracer().start_as_current_span("tts.synthesize") as span:
-            span.set_attribute("vocalis.tts.engine", self._tts.name)
+        turn = self._turns.get(frame.response_id)
+        engine = {"vocalis.tts.engine": self._tts.name}
+        with turn_span("tts.synthesize", turn, self._span_attributes, **engine):
             async with _closing(self._tts.synthesize_stream(frame.text, self.voice)) as chunks:
                 async for chunk in chunks:
                     if sent_bytes == 0:
@@ -653,6 +926,9 @@ class TTSProcessor(FrameProcessor):
 
 
 # --- playout -----------------------------------------------------------------------------
+_REPLY_FRAMES = (ResponseStarted, TTSSentenceStart, TTSAudio, TTSSentenceEnd, EndOfResponse)
+
+
 @dataclass
 class _SpokenSentence:
     text: str
@@ -685,8 +961,7 @@ class AudioPlayout(FrameProcessor):
     Pacing keeps at most `lead_ms` of audio in the client's buffer, so a barge-in silences
     the agent within that bound, and the server knows how much was played. At the end of
     each reply (or on interruption) it emits `ResponseSpoken` with the text actually heard.
-    It also reports `turn_latency_seconds` (end of user speech → first agent audio out) and
-    `barge_ins`. With `realtime=False` audio passes straight through and everything sent
+    It also reports `barge_ins`. With `realtime=False` audio passes straight through and everything sent
     counts as heard (for consumers that are not listeners: tests, files).
     """
 
@@ -706,7 +981,24 @@ class AudioPlayout(FrameProcessor):
         self._sentences: list[_SpokenSentence] = []
         self._sent_ms = 0.0
         self._playback_end = 0.0  # clock time at which everything sent has been played
-        self._speech_stopped_at: float | None = None
+        # While held (`PausePlayback`) the reply's frames wait in `_backlog`; the user's
+        # frames go on, so the transport still learns at once that the user speaks.
+        self.held = False
+        self._backlog: list[Frame] = []
+
+    async def queue_frame(self, frame: Frame, direction: Direction = DOWNSTREAM) -> None:
+        """Hold or release the audio at once; everything else as usual."""
+        if isinstance(frame, PausePlayback):
+            self.held = True
+        elif isinstance(frame, ResumePlayback) and self.held:
+            self.held = False
+            waiting = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            for held in self._backlog:
+                self._queue.put_nowait((held, DOWNSTREAM))
+            for item in waiting:
+                self._queue.put_nowait(item)
+            self._backlog = []
+        await super().queue_frame(frame, direction)
 
     def played_ms(self) -> float:
         """Milliseconds of the current reply the listener has heard by now."""
@@ -717,13 +1009,10 @@ class AudioPlayout(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: Direction) -> None:
         """Pace audio; track sentences; report what was heard at the end of a reply."""
-        if isinstance(frame, SpeechStopped) and frame.accepted:
-            self._speech_stopped_at = frame.ts
-        elif isinstance(frame, ErrorFrame) or (
-            isinstance(frame, TranscriptFinal) and not frame.text.strip()
-        ):
-            self._speech_stopped_at = None  # that turn gets no reply to time
-        elif isinstance(frame, ResponseStarted):
+        if self.held and isinstance(frame, _REPLY_FRAMES):
+            self._backlog.append(frame)
+            return
+        if isinstance(frame, ResponseStarted):
             self._begin(frame.response_id)
         elif isinstance(frame, TTSSentenceStart):
             self._sentences.append(_SpokenSentence(frame.text, self._sent_ms))
@@ -733,6 +1022,9 @@ class AudioPlayout(FrameProcessor):
         elif isinstance(frame, EndOfResponse):
             if self.realtime:
                 await asyncio.sleep(max(0.0, self._playback_end - self._clock()))
+            if self.held:  # a held reply ends once it is resumed (or cut off)
+                self._backlog.append(frame)
+                return
             await self._finish(interrupted=False)
         await self.push_frame(frame, direction)
 
@@ -744,10 +1036,10 @@ class AudioPlayout(FrameProcessor):
         ahead = self._playback_end - self._clock()
         if self.realtime and ahead * 1000.0 > self.lead_ms:
             await asyncio.sleep(ahead - self.lead_ms / 1000.0)
+        if self.held:
+            self._backlog.insert(0, frame)
+            return
         now = self._clock()
-        if self._sent_ms == 0.0 and self._speech_stopped_at is not None:
-            await self.report_metric("turn_latency_seconds", now - self._speech_stopped_at)
-            self._speech_stopped_at = None
         await self.push_frame(frame)
         self._playback_end = max(now, self._playback_end) + frame.duration_ms / 1000.0
         self._sent_ms += frame.duration_ms
@@ -774,6 +1066,8 @@ class AudioPlayout(FrameProcessor):
 
     async def on_interruption(self, frame: Interruption, dropped: list[Frame]) -> None:
         """Stop at once and report the part of the reply that was heard."""
+        dropped = [*self._backlog, *dropped]
+        self.held, self._backlog = False, []
         if self._response_id is not None and isinstance(frame, BargeIn):
             await self.report_metric("barge_ins", 1.0)
         # Audio of the current sentence still queued counts towards its length, so the

@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 import structlog
 
-from vocalis.conversations import store
+from vocalis.conversations import spoken
 from vocalis.core import object_keys
+from vocalis.core.audio import duration_seconds, wav_encode
 from vocalis.core.backends import Backends
 from vocalis.flags.registry import VOICE_RECORDING
 from vocalis.flags.service import flag_value
-from vocalis.voice.audio import duration_seconds, wav_encode
 
 log = structlog.get_logger(__name__)
 
@@ -58,15 +58,6 @@ async def save_recording(
     }
 
 
-async def link_recording(
-    backends: Backends, *, org_id: str, message_id: str, link: dict[str, Any]
-) -> bool:
-    """Point a stored message at its recording; returns whether the message exists."""
-    return await backends.documents.update_one(
-        store.MESSAGES, org_id, {"_id": message_id}, {"$set": {"recording": link}}
-    )
-
-
 async def record_turn(
     backends: Backends,
     *,
@@ -90,6 +81,8 @@ async def record_turn(
                 sample_rate=rate,
             )
             if message_id is not None:
-                await link_recording(backends, org_id=org_id, message_id=message_id, link=link)
+                await spoken.link_recording(
+                    backends, org_id=org_id, message_id=message_id, link=link
+                )
         except Exception:  # a lost recording must not break the conversation
             log.exception("recording_failed", speaker=speaker, turn=turn)

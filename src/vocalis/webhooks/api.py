@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Response
 
 from vocalis.core.deps import BackendsDep, SessionDep
-from vocalis.core.pagination import ListResource, Page, paginate
+from vocalis.core.openapi import error_responses
+from vocalis.core.pagination import ListResource, Page, created_before, paginate
 from vocalis.core.security import Principal, Scoped
 from vocalis.core.ssrf import OUTBOUND_URL_FORBIDDEN
 from vocalis.webhooks import service
@@ -27,18 +28,13 @@ router = APIRouter(prefix="/v1", tags=["webhooks"])
 _404: dict[int | str, dict[str, Any]] = {
     404: {"description": "Not found (or another organisation's)."}
 }
-_400: dict[int | str, dict[str, Any]] = {
-    400: {"description": f"`{OUTBOUND_URL_FORBIDDEN}`: the URL is refused by the SSRF guard."}
-}
+_400 = error_responses(OUTBOUND_URL_FORBIDDEN, status_400="The URL is refused by the SSRF guard.")
 Reader = Annotated[Principal, Scoped("webhooks:read")]
 Writer = Annotated[Principal, Scoped("webhooks:write")]
 
 
 def _before(page: Page) -> tuple[datetime, str] | None:
-    position = page.position
-    if not position or "c" not in position or "id" not in position:
-        return None
-    return datetime.fromisoformat(str(position["c"])), str(position["id"])
+    return created_before(page.position)
 
 
 def _position(item: Any) -> dict[str, str]:

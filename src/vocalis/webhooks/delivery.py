@@ -33,11 +33,11 @@ from vocalis.core.backends import Backends
 from vocalis.core.db import utcnow
 from vocalis.core.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_ENDPOINTS_DISABLED, WEBHOOK_LATENCY
 from vocalis.core.redis_keys import WEBHOOK_DELIVERY_LEASE
-from vocalis.core.ssrf import OutboundUrlForbidden, guarded_client
+from vocalis.core.ssrf import OutboundUrlForbidden
 from vocalis.core.tracing import tracer
 from vocalis.events.models import OutboxEvent
+from vocalis.events.registry import envelope
 from vocalis.settings import Settings
-from vocalis.webhooks.events import envelope
 from vocalis.webhooks.models import (
     AttemptStatus,
     DeliveryStatus,
@@ -45,7 +45,6 @@ from vocalis.webhooks.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from vocalis.webhooks.secret_box import secret_box
 from vocalis.webhooks.signing import signature_headers
 from vocalis.workers.retry import RetryPolicy, parse_schedule
 
@@ -54,7 +53,6 @@ log = structlog.get_logger(__name__)
 MAX_RESPONSE_BYTES = 2048
 MAX_ERROR_CHARS = 1000
 EARLY_SLACK_S = 1.0
-_HTTP_CLIENT = "webhook_http_client"
 _RELEASE_LEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
@@ -164,7 +162,7 @@ async def _attempt_under_lease(backends: Backends, delivery_id: str, task_id: st
         ).encode()
         msg_id, event_type, org_id = event.id, event.type, event.org_id
     # Committed: the attempt is on record before anything leaves the process.
-    secret = (await secret_box(backends)).decrypt(encrypted)
+    secret = (await backends.secret_box.get()).decrypt(encrypted)
     with tracer().start_as_current_span(
         "webhook.deliver",
         kind=trace.SpanKind.CLIENT,
@@ -202,17 +200,6 @@ async def _mark_interrupted(session: AsyncSession, delivery_id: str) -> None:
     )
 
 
-def _client(backends: Backends) -> httpx.AsyncClient:
-    client = backends.extras.get(_HTTP_CLIENT)
-    if not isinstance(client, httpx.AsyncClient) or client.is_closed:
-        client = guarded_client(
-            backends.settings.outbound_allowlist_entries,
-            timeout=backends.settings.webhook_timeout_s,
-        )
-        backends.extras[_HTTP_CLIENT] = client
-    return client
-
-
 async def send(backends: Backends, url: str, secret: str, msg_id: str, body: bytes) -> HttpResult:
     """POST one signed request; never raises for what the receiver or network does."""
     headers = {
@@ -227,7 +214,8 @@ async def send(backends: Backends, url: str, secret: str, msg_id: str, body: byt
         return round((time.perf_counter() - started) * 1000)
 
     try:
-        async with _client(backends).stream("POST", url, content=body, headers=headers) as response:
+        client = await backends.webhook_http.get()
+        async with client.stream("POST", url, content=body, headers=headers) as response:
             received = bytearray()
             async for chunk in response.aiter_raw():
                 received += chunk
@@ -357,10 +345,3 @@ async def disable_failing_endpoints(*, session: AsyncSession, settings: Settings
             disable(endpoint, f"{endpoint.consecutive_failures} consecutive failed attempts")
             disabled += 1
     return disabled
-
-
-async def close_client(backends: Backends) -> None:
-    """Close the pooled HTTP client of these backends."""
-    client = backends.extras.pop(_HTTP_CLIENT, None)
-    if isinstance(client, httpx.AsyncClient):
-        await client.aclose()

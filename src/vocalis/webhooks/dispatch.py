@@ -38,15 +38,23 @@ class Consumer:
 
     task: str
     kwargs: Callable[[OutboxEvent], dict[str, Any]]
+    wants: Callable[[OutboxEvent], bool] = lambda event: True
 
 
 def _conversation(event: OutboxEvent) -> dict[str, Any]:
     return {"org_id": event.org_id, "conversation_id": str(event.data["conversation_id"])}
 
 
+def _not_one_off(event: OutboxEvent) -> bool:
+    # `completed` ends only one-off chat completions, which are never analysed: no task.
+    return event.data.get("reason") != "completed"
+
+
 # Internal consumers ride on the outbox too, so they survive a broker outage like webhooks.
 EVENT_CONSUMERS: dict[str, tuple[Consumer, ...]] = {
-    "conversation.ended": (Consumer("vocalis.conversations.analysis.analyze", _conversation),),
+    "conversation.ended": (
+        Consumer("vocalis.conversations.analysis.analyze", _conversation, _not_one_off),
+    ),
 }
 
 
@@ -103,6 +111,8 @@ async def dispatch_event(backends: Backends, event_id: str) -> list[str]:
 
 async def _start_consumers(backends: Backends, event: OutboxEvent) -> None:
     for consumer in EVENT_CONSUMERS.get(event.type, ()):
+        if not consumer.wants(event):
+            continue
         sent = await publish.enqueue(
             backends.settings, consumer.task, kwargs=consumer.kwargs(event)
         )
@@ -134,6 +144,14 @@ async def enqueue_deliveries(
 async def sweep(backends: Backends) -> SweepReport:
     """Dispatch stranded events, then enqueue due deliveries without a live message."""
     settings = backends.settings
+    # Conversation events whose writer died (or lost the database) between the outbox and
+    # the document store: released or dropped by what the document store shows.
+    await outbox.settle_held(
+        backends.database,
+        backends.documents,
+        older_than=timedelta(seconds=settings.outbox_settle_held_after_s),
+        limit=SWEEP_BATCH,
+    )
     async with backends.database.session() as session:
         events = await outbox.undispatched(
             session=session,

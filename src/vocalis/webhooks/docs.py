@@ -6,27 +6,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from vocalis.events.examples import EXAMPLES
+from vocalis.events.registry import API_VERSION, EVENTS, envelope
 from vocalis.settings import Settings
-from vocalis.webhooks.events import API_VERSION, EVENTS, envelope
 from vocalis.workers.retry import RetryPolicy, parse_schedule
 
 _EXAMPLE_TIME = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-def _example(schema: dict[str, Any]) -> dict[str, Any]:
-    """A placeholder `data` object from a schema (for the envelope example)."""
-    values: dict[str, Any] = {}
-    for name in schema.get("required", []):
-        prop = schema["properties"][name]
-        if "enum" in prop:
-            values[name] = prop["enum"][0]
-        elif prop.get("format") == "date-time":
-            values[name] = "2026-01-01T12:00:00Z"
-        else:
-            values[name] = {"integer": 1, "number": 1.5, "boolean": True, "object": {}}.get(
-                prop.get("type", "string"), f"<{name}>"
-            )
-    return values
 
 
 def _fields(schema: dict[str, Any]) -> str:
@@ -87,20 +72,27 @@ def webhook_events() -> str:
         "- Events are written in the same database transaction as the change they report "
         "(transactional outbox), so none is lost while the broker is down.\n",
         "## Event types\n",
-        "| Event | Meaning |",
-        "|---|---|",
+        "| Event | Meaning | Sent when |",
+        "|---|---|---|",
     ]
-    out += [f"| `{name}` | {spec.description} |" for name, spec in EVENTS.items()]
+    out += [
+        f"| [`{name}`](#{name.replace('.', '')}) | {spec.description} | {spec.trigger} |"
+        for name, spec in EVENTS.items()
+    ]
     out.append("")
     for name, spec in EVENTS.items():
         schema = spec.schema()
         out.append(f"### `{name}`\n")
         out.append(f"{spec.description}\n")
+        out.append(f"**Sent when:** {spec.trigger}\n")
+        out.append(
+            "Recorded by: " + ", ".join(f"`src/{module}`" for module in spec.emitted_by) + "\n"
+        )
         out.append(_fields(schema))
-        out.append("Example:\n")
+        out.append("Example (validated against the schema below):\n")
         out.append(
             "```json\n"
-            + json.dumps(envelope(name, _EXAMPLE_TIME, _example(schema)), indent=2)
+            + json.dumps(envelope(name, _EXAMPLE_TIME, EXAMPLES[name]), indent=2)
             + "\n```\n"
         )
         out.append(

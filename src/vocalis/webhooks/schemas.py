@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vocalis.webhooks.events import EVENTS
+from vocalis.events.registry import EVENTS
 
 
 def _known_event_types(value: list[str] | None) -> list[str] | None:

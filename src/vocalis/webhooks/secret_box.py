@@ -14,12 +14,12 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from vocalis.core.backends import Backends
 from vocalis.core.errors import VocalisError, register
+from vocalis.ports.secrets import SecretProvider
+from vocalis.settings import Settings
 
 SECRET_PATH = "webhooks/encryption_key"
 KEY_FILE = "webhook-encryption.key"
-_EXTRA = "webhook_secret_box"
 
 WEBHOOK_KEY_MISSING = register(
     "webhook_encryption_key_missing",
@@ -69,24 +69,19 @@ def load_or_create_key_file(path: Path) -> str:
     return key
 
 
-async def secret_box(backends: Backends) -> SecretBox:
-    """The process's secret box (built once per `Backends`)."""
-    box = backends.extras.get(_EXTRA)
-    if isinstance(box, SecretBox):
-        return box
-    configured = await backends.secrets.get_optional(SECRET_PATH)
+async def build_secret_box(settings: Settings, secrets: SecretProvider) -> SecretBox:
+    """The secret box of the configured keys (the composition root keeps one per process)."""
+    configured = await secrets.get_optional(SECRET_PATH)
     if configured:
         keys = [k.strip() for k in configured.split(",") if k.strip()]
-    elif backends.settings.env == "production":
+    elif settings.env == "production":
         raise VocalisError(
             f"Set the secret {SECRET_PATH} (a Fernet key) to store webhook secrets.",
             code=WEBHOOK_KEY_MISSING,
         )
     else:
-        keys = [load_or_create_key_file(key_file(backends.settings.data_dir))]
-    box = SecretBox(keys)
-    backends.extras[_EXTRA] = box
-    return box
+        keys = [load_or_create_key_file(key_file(settings.data_dir))]
+    return SecretBox(keys)
 
 
-__all__ = ["InvalidToken", "SecretBox", "key_file", "load_or_create_key_file", "secret_box"]
+__all__ = ["InvalidToken", "SecretBox", "build_secret_box", "key_file", "load_or_create_key_file"]

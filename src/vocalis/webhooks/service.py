@@ -14,15 +14,14 @@ from vocalis.core.errors import Conflict, NotFound
 from vocalis.core.ssrf import check_url
 from vocalis.events.models import OutboxEvent
 from vocalis.events.outbox import record_event
+from vocalis.events.registry import WEBHOOK_TEST
 from vocalis.settings import Settings
-from vocalis.webhooks.events import WEBHOOK_TEST
 from vocalis.webhooks.models import (
     DeliveryStatus,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
 )
-from vocalis.webhooks.secret_box import secret_box
 from vocalis.webhooks.signing import generate_secret
 from vocalis.workers import publish
 from vocalis.workers.deadletters import on_replay
@@ -65,7 +64,7 @@ async def create_endpoint(
         description=description,
         event_types=event_types,
         enabled=enabled,
-        secret_encrypted=(await secret_box(backends)).encrypt(secret),
+        secret_encrypted=(await backends.secret_box.get()).encrypt(secret),
     )
     session.add(endpoint)
     await session.flush()
@@ -141,7 +140,7 @@ async def rotate_secret(
     """Give an endpoint a new secret; the old one stops working at once."""
     endpoint = await get_endpoint(session=session, org_id=org_id, endpoint_id=endpoint_id)
     secret = generate_secret()
-    endpoint.secret_encrypted = (await secret_box(backends)).encrypt(secret)
+    endpoint.secret_encrypted = (await backends.secret_box.get()).encrypt(secret)
     endpoint.updated_at = utcnow()
     return endpoint, secret
 

@@ -9,6 +9,7 @@ from vocalis.core.backends import Backends
 from vocalis.webhooks import delivery, dispatch
 from vocalis.webhooks.models import WebhookDelivery
 from vocalis.workers.base import TaskContext, vocalis_task
+from vocalis.workers.maintenance import register_history_pruner
 
 
 class DeliveryFailed(Exception):
@@ -52,6 +53,18 @@ async def dispatch_event(ctx: TaskContext, event_id: str) -> int:
     return len(await dispatch.dispatch_event(ctx.backends, event_id))
 
 
+@vocalis_task(
+    "vocalis.webhooks.dispatch_events",
+    idempotency_note="each event is dispatched once (`dispatched_at`, unique deliveries)",
+)
+async def dispatch_events(ctx: TaskContext, event_ids: list[str]) -> int:
+    """Create and enqueue the deliveries of the outbox events one transaction recorded."""
+    created = 0
+    for event_id in event_ids:
+        created += len(await dispatch.dispatch_event(ctx.backends, event_id))
+    return created
+
+
 @vocalis_task("vocalis.maintenance.sweep_outbox")
 async def sweep_outbox(ctx: TaskContext) -> dict[str, int]:
     """Dispatch events left undispatched and re-enqueue due deliveries without a message."""
@@ -64,3 +77,6 @@ async def disable_failing_endpoints(ctx: TaskContext) -> int:
     """Disable endpoints past the consecutive-failure limit."""
     async with ctx.backends.database.session() as session:
         return await delivery.disable_failing_endpoints(session=session, settings=ctx.settings)
+
+
+register_history_pruner("webhook_events")(dispatch.prune_history)

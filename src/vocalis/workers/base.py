@@ -18,10 +18,10 @@ import structlog
 from celery import Task, shared_task
 from celery.exceptions import Retry
 
-from vocalis.admin import flags
 from vocalis.core.backends import Backends
 from vocalis.core.db import utcnow
 from vocalis.core.redis_keys import TASK_DONE, TASK_FIRST_FAILURE
+from vocalis.flags import overrides as flags
 from vocalis.settings import Settings
 from vocalis.workers import deadletters, runtime
 from vocalis.workers.retry import RetryPolicy, is_transient

@@ -9,9 +9,9 @@ from celery import Celery
 from celery.signals import setup_logging, task_prerun
 from kombu import Queue
 
+from vocalis.core.embedded import redis_url as embedded_redis_url
 from vocalis.core.logging import bind_context, clear_context, configure_logging
 from vocalis.settings import Settings, get_settings
-from vocalis.workers import telemetry as _telemetry  # noqa: F401  (connects the signals)
 
 
 @setup_logging.connect
@@ -82,6 +82,15 @@ BEAT_JOBS: dict[str, BeatJob] = {
         "Hand documents stuck in `processing` to the registered sweepers.",
     ),
 }
+
+
+def broker_url(settings: Settings) -> str:
+    """The broker URL for `settings` (the broker setting, else the Redis URL)."""
+    if settings.broker_url:
+        return settings.broker_url
+    if settings.redis_url:
+        return settings.redis_url
+    return embedded_redis_url(settings.data_dir)
 
 
 def celery_broker_url(redis_url: str) -> str:

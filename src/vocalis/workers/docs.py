@@ -8,7 +8,7 @@ from typing import Any
 from vocalis.settings import Settings
 from vocalis.workers.retry import format_duration, transient_types
 
-# Packages whose `tasks` module the worker imports (the same list as `workers.app`).
+# Packages whose `tasks` module the worker imports (the same list as `wiring.worker`).
 TASK_PACKAGES = (
     "vocalis.knowledge",
     "vocalis.webhooks",

@@ -114,6 +114,30 @@ async def prune_dead_letters(backends: Backends, now: datetime | None = None) ->
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+# --- history other domains keep -------------------------------------------------------------
+HistoryPruner = Callable[[Backends], Awaitable[int]]
+HISTORY_PRUNERS: dict[str, HistoryPruner] = {}
+
+
+def register_history_pruner(name: str) -> Callable[[HistoryPruner], HistoryPruner]:
+    """Register `fn(backends)` under `name`: delete the domain's history past its window.
+
+    The retention job runs every registered pruner and reports the rows each deleted; the
+    webhooks domain registers one (from a module the worker imports, `webhooks/tasks.py`).
+    """
+
+    def register(fn: HistoryPruner) -> HistoryPruner:
+        HISTORY_PRUNERS[name] = fn
+        return fn
+
+    return register
+
+
+async def prune_history(backends: Backends) -> dict[str, int]:
+    """Run every registered history pruner; rows deleted by name."""
+    return {name: await prune(backends) for name, prune in sorted(HISTORY_PRUNERS.items())}
+
+
 # --- stuck documents ------------------------------------------------------------------------
 StuckDocumentSweeper = Callable[[Backends, datetime], Awaitable[int]]
 STUCK_DOCUMENT_SWEEPERS: list[StuckDocumentSweeper] = []

@@ -23,7 +23,8 @@ import structlog
 from celery import Celery
 
 from vocalis.settings import Settings, get_settings
-from vocalis.workers.celery_app import create_celery
+from vocalis.workers import telemetry as _telemetry  # noqa: F401  (trace context on publish)
+from vocalis.workers.celery_app import broker_url, create_celery
 
 log = structlog.get_logger(__name__)
 
@@ -41,17 +42,6 @@ _apps_lock = threading.Lock()
 _down_until: dict[str, float] = {}
 _configured: Settings | None = None
 _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vocalis-publish")
-
-
-def broker_url(settings: Settings) -> str:
-    """The broker URL for `settings` (the broker setting, else the Redis URL)."""
-    if settings.broker_url:
-        return settings.broker_url
-    if settings.redis_url:
-        return settings.redis_url
-    from vocalis.adapters import embedded_redis
-
-    return embedded_redis.url_for(settings.data_dir)
 
 
 def configure(settings: Settings) -> None:

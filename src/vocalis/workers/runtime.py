@@ -3,7 +3,8 @@
 Each worker thread (threads pool), process (prefork) or the solo pool keeps one event loop
 and one `Backends` for its whole life: database pools, Redis clients and adapters are bound
 to the loop that created them, and rebuilding them for every task would cost far more
-than the task itself.
+than the task itself. The backends come from the builder the worker's host installs
+(`vocalis.wiring.worker` installs the composition root's `build_backends`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from typing import Any, TypeVar
 
 import structlog
 
-from vocalis.core.backends import Backends, build_backends
+from vocalis.core.backends import Backends
 from vocalis.settings import Settings, get_settings
 
 T = TypeVar("T")
+BackendsBuilder = Callable[[Settings], Awaitable[Backends]]
 log = structlog.get_logger(__name__)
 
 _local = threading.local()
 _settings: Settings | None = None
+_builder: BackendsBuilder | None = None
 _generation = 0  # bumped by close_all: every thread then builds fresh backends
 _all: list[tuple[asyncio.AbstractEventLoop, Backends]] = []
 _all_lock = threading.Lock()
@@ -40,12 +43,20 @@ def _loop() -> asyncio.AbstractEventLoop:
 async def _backends(settings: Settings) -> Backends:
     backends: Backends | None = getattr(_local, "backends", None)
     if backends is None or getattr(_local, "generation", -1) != _generation:
-        backends = await build_backends(settings)
+        if _builder is None:
+            raise RuntimeError("no backends builder: the worker's host installs one")
+        backends = await _builder(settings)
         _local.backends = backends
         _local.generation = _generation
         with _all_lock:
             _all.append((_loop(), backends))
     return backends
+
+
+def install(builder: BackendsBuilder) -> None:
+    """Build every thread's backends with `builder` (the composition root's)."""
+    global _builder
+    _builder = builder
 
 
 def configure(settings: Settings | None) -> None:

@@ -24,16 +24,14 @@ from celery.signals import (
     task_prerun,
     task_retry,
     task_success,
-    worker_init,
-    worker_process_init,
-    worker_shutdown,
 )
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from vocalis.core.metrics import QUEUE_DEPTH, TASK_DURATION, TASK_RETRIES, TASK_TOTAL
-from vocalis.core.tracing import configure_tracing, tracer
-from vocalis.settings import Settings, get_settings
+from vocalis.core.tracing import tracer
+from vocalis.settings import Settings
+from vocalis.workers.celery_app import QUEUES, broker_url
 
 log = structlog.get_logger(__name__)
 
@@ -147,9 +145,6 @@ def queue_length(client: redis.Redis, queue: str) -> int:
 
 def install_queue_depth(settings: Settings) -> None:
     """Make `vocalis_queue_depth` read the broker each time it is scraped."""
-    from vocalis.workers.celery_app import QUEUES
-    from vocalis.workers.publish import broker_url
-
     client = redis.Redis.from_url(broker_url(settings), socket_timeout=0.5)
 
     def reader(queue: str) -> Any:
@@ -163,40 +158,3 @@ def install_queue_depth(settings: Settings) -> None:
 
     for queue in QUEUES:
         QUEUE_DEPTH.labels(queue=queue).set_function(reader(queue))
-
-
-# --- worker lifecycle ---------------------------------------------------------------------
-def prepare_process(settings: Settings) -> None:
-    """Tracing and publishing set up for a worker (or a prefork child) process."""
-    from vocalis.workers import publish
-
-    configure_tracing(settings)
-    publish.configure(settings)
-
-
-@worker_process_init.connect
-def _child_started(**_: Any) -> None:
-    prepare_process(get_settings())
-
-
-@worker_init.connect
-def _worker_started(**_: Any) -> None:
-    settings = get_settings()
-    prepare_process(settings)
-    install_queue_depth(settings)
-    if settings.worker_metrics_port:
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(settings.worker_metrics_port)
-        except OSError as exc:  # another worker on this host already serves the port
-            log.warning(
-                "worker_metrics_port_busy", port=settings.worker_metrics_port, error=str(exc)
-            )
-
-
-@worker_shutdown.connect
-def _worker_stopping(**_: Any) -> None:
-    from vocalis.workers import runtime
-
-    runtime.close_all()

@@ -124,3 +124,20 @@ async def test_a_forced_tool_is_called_with_the_question() -> None:
     assert [(c.name, json.loads(c.arguments)) for c in result.tool_calls] == [
         ("search_knowledge", {"query": "refund policy"})
     ]
+
+
+async def test_stop_and_max_tokens_cut_the_reply_and_a_response_format_is_refused() -> None:
+    import pytest
+
+    from vocalis.agents.extractive import limit_text
+    from vocalis.ports.llm import ProviderUnavailable, collect
+
+    hello = [ChatMessage("user", "Hello")]  # "Hello! How can I help you today?"
+    stopped = await collect(ExtractiveResponder().stream(hello, stop=[" can"]))
+    assert (stopped.content, stopped.finish_reason) == ("Hello! How", "stop")
+    cut = await collect(ExtractiveResponder().stream(hello, max_tokens=3))
+    assert cut.finish_reason == "length" and cut.usage.completion_tokens <= 3
+    assert "Hello! How can I help you today?".startswith(cut.content)
+    assert limit_text("Nothing to cut.", ["zzz"], 100) == ("Nothing to cut.", None)
+    with pytest.raises(ProviderUnavailable, match="response_format 'json_object'"):
+        await collect(ExtractiveResponder().stream(hello, response_format={"type": "json_object"}))

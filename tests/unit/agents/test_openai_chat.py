@@ -44,8 +44,15 @@ class _Server(BaseHTTPRequestHandler):
         scenario = self.path.split("/")[2]
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         REQUESTS.append({"auth": self.headers.get("Authorization"), "body": body})
+        wanted = (body.get("response_format") or {}).get("type")
         if scenario in ("s500", "s429", "s400"):
             self._json(int(scenario[1:]), {"error": {"message": "nope", "type": "x"}})
+        elif (scenario == "schema_as_object" and wanted == "json_schema") or (
+            scenario == "schema_refused" and wanted
+        ):
+            # llama-cpp-python: its validation error, answered with a 500
+            message = "body.response_format.type: Input should be 'text' or 'json_object'"
+            self._json(500, {"error": {"message": message, "type": "internal_server_error"}})
         elif scenario == "hang":
             time.sleep(2)
             self._json(200, {})
@@ -164,3 +171,39 @@ async def test_a_stream_without_usage_gets_an_estimate(server_url: str) -> None:
     assert result.content == "Hello world"
     assert result.usage.estimated and result.usage.completion_tokens > 0
     assert REQUESTS[0]["body"]["stream_options"] == {"include_usage": True}
+
+
+SCHEMA = {"type": "object", "properties": {"sky": {"type": "string"}}}
+JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "w", "schema": SCHEMA}}
+
+
+async def test_stop_and_a_response_format_are_sent(server_url: str) -> None:
+    await model(server_url, "ok").complete(
+        QUESTION, stop=["END"], response_format={"type": "json_object"}
+    )
+    body = REQUESTS[0]["body"]
+    assert (body["stop"], body["response_format"]) == (["END"], {"type": "json_object"})
+
+
+async def test_a_server_that_takes_schemas_only_as_json_object_is_asked_that_way(
+    server_url: str,
+) -> None:
+    chat = model(server_url, "schema_as_object")
+    result = await chat.complete(QUESTION, response_format=JSON_SCHEMA)
+    assert result.content == "fine"
+    asked = [r["body"]["response_format"] for r in REQUESTS]
+    assert asked == [JSON_SCHEMA, {"type": "json_object", "schema": SCHEMA}]
+    REQUESTS.clear()  # learnt: the next request goes straight to the form it takes
+    await collect(chat.stream(QUESTION, response_format=JSON_SCHEMA))
+    assert [r["body"]["response_format"] for r in REQUESTS] == [asked[1]]
+
+
+async def test_a_refused_schema_is_not_retried_forever_nor_remembered(server_url: str) -> None:
+    chat = model(server_url, "schema_refused")
+    with pytest.raises(ProviderUnavailable):  # the server's first answer (a 500) stands
+        await chat.complete(QUESTION, response_format=JSON_SCHEMA)
+    assert len(REQUESTS) == 2
+    REQUESTS.clear()
+    with pytest.raises(ProviderUnavailable):
+        await chat.complete(QUESTION, response_format=JSON_SCHEMA)
+    assert REQUESTS[0]["body"]["response_format"] == JSON_SCHEMA

@@ -9,8 +9,8 @@ import pytest
 from vocalis.adapters.espeak_tts import EspeakTTS
 from vocalis.adapters.faster_whisper_stt import FasterWhisperSTT
 from vocalis.adapters.silero_vad import SileroVAD
+from vocalis.core.audio import resample
 from vocalis.ports.tts import synthesize
-from vocalis.voice.audio import resample
 
 Speak = Callable[[str], Awaitable[bytes]]
 

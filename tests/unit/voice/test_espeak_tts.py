@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 
 from vocalis.adapters.espeak_tts import EspeakTTS
+from vocalis.core.audio import duration_seconds
 from vocalis.ports.tts import TextToSpeech, synthesize
-from vocalis.voice.audio import duration_seconds
 
 LONG_SENTENCE = (
     "Our refund policy lets you return any undamaged item within thirty days of delivery, "

@@ -20,10 +20,10 @@ from vocalis.adapters.espeak_tts import EspeakTTS
 from vocalis.adapters.faster_whisper_stt import FasterWhisperSTT
 from vocalis.adapters.openai_stt import OpenAISTT
 from vocalis.adapters.openai_tts import OpenAITTS
+from vocalis.core.audio import Resampler, duration_seconds, wav_decode
 from vocalis.core.errors import BackendUnavailable
 from vocalis.ports.stt import SpeechToText
 from vocalis.ports.tts import TextToSpeech, synthesize
-from vocalis.voice.audio import Resampler, duration_seconds, wav_decode
 from vocalis.voice.wer import word_error_rate
 
 

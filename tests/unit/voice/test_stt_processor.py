@@ -6,7 +6,7 @@ from tests.unit.voice.conftest import Speak
 from tests.unit.voice.pipeline_helpers import audio_frames, next_of, of_type, run_to_end
 from vocalis.adapters.faster_whisper_stt import FasterWhisperSTT
 from vocalis.adapters.silero_vad import SileroVAD
-from vocalis.voice.audio import silence
+from vocalis.core.audio import silence
 from vocalis.voice.frames import (
     AudioIn,
     Frame,

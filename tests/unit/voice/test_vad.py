@@ -8,14 +8,15 @@ import pytest
 from tests.unit.voice.conftest import Speak
 from tests.unit.voice.pipeline_helpers import audio_frames, events, of_type, run_to_end
 from vocalis.adapters.silero_vad import SileroVAD
+from vocalis.core.audio import float32_to_pcm16, resample, silence
 from vocalis.ports.vad import VoiceActivityDetector
-from vocalis.voice.audio import float32_to_pcm16, resample, silence
 from vocalis.voice.frames import (
     AudioIn,
     BargeIn,
     ErrorFrame,
     Frame,
     MetricFrame,
+    SpeechOnset,
     SpeechStarted,
     SpeechStopped,
 )
@@ -88,11 +89,21 @@ async def test_speech_shorter_than_the_minimum_ends_a_turn_that_is_not_accepted(
 async def test_speech_then_silence_is_one_turn_that_ends_after_the_configured_silence(
     silero: SileroVAD, speak: Speak
 ) -> None:
-    config = EndpointingConfig(stop_silence_ms=700)
+    # onset_ms=0: the VAD alone, barging in at the start of speech (with an onset the
+    # interruption arbiter decides, tests/voice/test_interruption_arbiter.py).
+    config = EndpointingConfig(stop_silence_ms=700, onset_ms=0)
     out = await turn_events(
         silero, silence(1.0, 16000) + await speak(QUESTION) + silence(2.0, 16000), config
     )
-    assert events(out) == ["BargeIn", "SpeechStarted", "SpeechStopped", "MetricFrame"]
+    # SpeechOnset: the turn's voiced audio outgrew a backchannel (SpeechOnset(long=True)).
+    assert events(out) == [
+        "BargeIn",
+        "SpeechStarted",
+        "SpeechOnset",
+        "SpeechStopped",
+        "MetricFrame",
+    ]
+    assert of_type(out, SpeechOnset)[0].long
     stopped = of_type(out, SpeechStopped)[0]
     # Where in the input stream the event came out: the audio forwarded before it.
     emitted_at_ms = sum(
@@ -116,7 +127,9 @@ async def test_the_preroll_reaches_back_before_the_speech_onset(
     silero: SileroVAD, speak: Speak
 ) -> None:
     out = await turn_events(
-        silero, silence(1.0, 16000) + await speak(QUESTION) + silence(1.0, 16000)
+        silero,
+        silence(1.0, 16000) + await speak(QUESTION) + silence(1.0, 16000),
+        EndpointingConfig(onset_ms=0),
     )
     started = of_type(out, SpeechStarted)[0]
     emitted_at_ms = sum(

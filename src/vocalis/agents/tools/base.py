@@ -33,7 +33,7 @@ BUILTIN_KIND_MODULES = (
     "vocalis.agents.tools.end_conversation",
     "vocalis.agents.tools.http_request",
 )
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI-compatible APIs accept
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI-compatible APIs accept
 
 
 class ToolConfigError(ValidationFailed):
@@ -131,8 +131,8 @@ def build_tool(config: Mapping[str, Any]) -> Tool:
     if kind not in kinds:
         raise ToolConfigError(f"unknown tool type {kind!r}; known: {sorted(kinds)}")
     tool = kinds[str(kind)].factory(config)
-    if not _TOOL_NAME.match(tool.spec.name):
-        raise ToolConfigError(f"tool name {tool.spec.name!r} must match {_TOOL_NAME.pattern}")
+    if not TOOL_NAME.match(tool.spec.name):
+        raise ToolConfigError(f"tool name {tool.spec.name!r} must match {TOOL_NAME.pattern}")
     try:
         Draft202012Validator.check_schema(tool.spec.parameters)
     except SchemaError as exc:

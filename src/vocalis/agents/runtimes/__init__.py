@@ -1,0 +1,1 @@
+"""Agent runtimes beside the LangGraph graph: the OpenAI Agents SDK and CrewAI."""

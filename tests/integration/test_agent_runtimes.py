@@ -1,0 +1,226 @@
+"""Each agent runtime (LangGraph, the OpenAI Agents SDK, CrewAI) end to end on the llama.cpp
+test model: REST, server-sent events and the realtime WebSocket (the official `openai` SDK's
+client), a forced tool call that finds a knowledge-base passage, the reply's citations
+checked against the passages it was given, and usage recorded.
+
+`crewai` is an optional extra that the test set-up installs (scripts/install-test-extras.sh);
+its refusal with the install line when absent is tested in tests/agents_api/test_runtimes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.agents_api import harness
+from tests.agents_api.harness import REFUND_PASSAGES, LiveServer, sse_events
+from tests.api.conftest import make_settings
+from tests.fixtures.llama_server import MODEL_ALIAS, llama_server_url  # noqa: F401
+from vocalis.core.migrate import upgrade
+from vocalis.ports.retriever import InMemoryRetriever
+
+TIMEOUT_S = 600  # two llama.cpp generations per turn, on a CPU shared with the suite
+
+
+@pytest.fixture
+async def llama_live(
+    tmp_path: Path,
+    redis_url: str,
+    llama_server_url: str,  # noqa: F811
+) -> AsyncIterator[tuple[LiveServer, str]]:
+    """The live server, allowed to reach the local llama.cpp server."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/vocalis.db"
+    settings = make_settings(tmp_path, url, redis_url, outbound_allowlist="127.0.0.1")
+    await asyncio.to_thread(upgrade, url)
+    backends = await harness.build_backends(settings)
+    app = harness.build_app(settings)
+    server, thread, port = await asyncio.to_thread(harness._serve, app)
+    try:
+        _, retriever = harness.install_fakes(app.state.backends)
+        tenant = await harness.create_tenant(backends, "Acme")
+        retriever.add(tenant.org_id, "kb_policies", REFUND_PASSAGES)
+        await harness.knowledge_base_rows(backends, tenant.org_id, "kb_policies")
+        yield LiveServer(f"http://127.0.0.1:{port}", app, backends, tenant), llama_server_url
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 30)
+        await backends.close()
+
+
+CREW = {
+    "process": "sequential",
+    "members": [
+        {
+            "role": "Refund desk",
+            "goal": "Answer the customer's refund question from the policy passages.",
+            "backstory": "You work at Acme's refund desk.",
+            "tools": ["search_knowledge"],
+        }
+    ],
+}
+
+
+def _agent(runtime: str, llama_url: str) -> dict[str, Any]:
+    return {
+        "name": "Refund desk",
+        "instructions": "You answer questions about Acme refunds. Cite passages like [1].",
+        "runtime": runtime,
+        **({"crew": CREW} if runtime == "crewai" else {}),
+        "knowledge_base_ids": ["kb_policies"],
+        "tools": [{"type": "search_knowledge"}],
+        "model": {
+            "provider": "openai",
+            "model": MODEL_ALIAS,
+            "base_url": llama_url,
+            "temperature": 0.0,
+            "max_tokens": 48,
+            "timeout_s": 90,
+            "tool_choice": "search_knowledge",
+        },
+    }
+
+
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("runtime", ["langgraph", "openai_agents", "crewai"])
+async def test_a_runtime_answers_over_rest_sse_and_realtime_with_a_forced_tool(
+    llama_live: tuple[LiveServer, str], runtime: str
+) -> None:
+    live, llama_url = llama_live
+    assert isinstance(live.server_backends.retriever, InMemoryRetriever)
+    async with httpx.AsyncClient(
+        base_url=live.base_url, headers=live.tenant.headers, timeout=TIMEOUT_S
+    ) as http:
+        created = await http.post("/v1/agents", json=_agent(runtime, llama_url))
+        assert created.status_code == 201, created.text
+        agent_id = created.json()["id"]
+        conversation = (await http.post(f"/v1/agents/{agent_id}/conversations", json={})).json()
+        path = f"/v1/conversations/{conversation['id']}/messages"
+
+        # REST with server-sent events: the forced tool ran and found the passage, its
+        # call and result streamed before the message; the llama.cpp model answered.
+        streamed = await http.post(
+            path, json={"content": "How many days do I have for refunds?", "stream": True}
+        )
+        assert streamed.status_code == 200, streamed.text
+        events = sse_events(streamed.text)
+        names = [name for name, _ in events]
+        assert names.index("tool_call") < names.index("tool_result") < len(names) - 1
+        call = json.loads(events[names.index("tool_call")][1])
+        assert call["name"] == "search_knowledge"
+        result = json.loads(events[names.index("tool_result")][1])
+        assert re.fullmatch(r"[12] passages found\.", result["content"])  # the refund policy
+        assert names[-1] == "message.completed"
+        completed = json.loads(events[-1][1])
+        assert completed["content"].strip()
+        # Citations: every [n] the model wrote is a passage it was given (the knowledge
+        # base's, numbered by retrieval or the tool), never an invented number. (SmolLM2-135M
+        # seldom writes one; tests/agents_api/test_runtimes.py checks a cited reply on each
+        # runtime with the deterministic extractive model.)
+        numbers = {int(n) for n in re.findall(r"\[(\d+)\]", completed["content"])}
+        assert {c["n"] for c in completed["citations"]} == numbers
+        assert {c["document_name"] for c in completed["citations"]} <= {
+            "refund-policy.md",
+            "hours.md",
+        }
+        assert completed["usage"]["model"] == MODEL_ALIAS
+        assert completed["usage"]["prompt_tokens"] > 0
+        assert completed["usage"]["completion_tokens"] > 0
+        stored = (await http.get(f"/v1/conversations/{conversation['id']}")).json()
+        assert stored["messages"][-1]["tool_calls"][0]["name"] == "search_knowledge"
+
+    # The realtime WebSocket, through the official SDK's client.
+    client = openai.AsyncOpenAI(api_key=live.tenant.key, base_url=f"{live.base_url}/v1")
+    async with client.realtime.connect(model=agent_id) as connection:
+        assert (await connection.recv()).type == "session.created"
+        await connection.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        assert (await connection.recv()).type == "session.updated"
+        await connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Can I return a gift?"}],
+            }
+        )
+        await connection.response.create()
+        received: list[dict[str, Any]] = []
+        async with asyncio.timeout(TIMEOUT_S):
+            async for event in connection:
+                data = event.model_dump(mode="json")
+                assert data["type"] != "error", data
+                received.append(data)
+                if data["type"] == "response.done":
+                    break
+    done = received[-1]["response"]
+    assert done["status"] == "completed"
+    text = "".join(e["delta"] for e in received if e["type"] == "response.output_text.delta")
+    assert text.strip()
+    assert done["usage"]["total_tokens"] > 0
+    await client.close()
+
+
+@pytest.fixture
+async def llama_agent_api(
+    tmp_path: Path,
+    redis_url: str,
+    llama_server_url: str,  # noqa: F811
+) -> AsyncIterator[tuple[harness.AgentApi, str]]:
+    """The in-process app (SQLite), allowed to reach the local llama.cpp server."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/vocalis.db"
+    settings = make_settings(tmp_path, url, redis_url, outbound_allowlist="127.0.0.1")
+    async for api in harness.start_agent_api(settings):
+        yield api, llama_server_url
+
+
+@pytest.mark.timeout(900)
+async def test_an_agents_sdk_handoff_goes_to_an_agent_of_the_same_organisation(
+    llama_agent_api: tuple[harness.AgentApi, str],
+) -> None:
+    api, llama_url = llama_agent_api
+    acme = await api.tenant("Acme")
+    billing = await api.agent(
+        acme,
+        name="Billing",
+        instructions="You handle Acme invoices.",
+        model={"provider": "extractive"},  # deterministic: who answered is plain to see
+    )
+    front = await api.agent(
+        acme,
+        name="Front desk",
+        instructions="You route customers. Invoices go to billing.",
+        runtime="openai_agents",
+        handoffs=[billing["id"]],
+        model={
+            "provider": "openai",
+            "model": MODEL_ALIAS,
+            "base_url": llama_url,
+            "temperature": 0.0,
+            "max_tokens": 32,
+            "timeout_s": 90,
+            "tool_choice": "transfer_to_billing",  # a forced handoff
+        },
+    )
+    conversation = await api.conversation(acme, front["id"])
+    reply = await api.say(acme, conversation["id"], "Hello!")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert [c["name"] for c in body["tool_calls"]] == ["transfer_to_billing"]
+    # Billing answered, on its own model chain (the extractive responder), not the front's.
+    assert body["usage"]["provider"] == "extractive"
+    assert body["content"].startswith("Hello")
+
+    # Another organisation's agent is never a handoff target.
+    globex = await api.tenant("Globex")
+    theirs = await api.agent(globex, name="Theirs")
+    refused = await api.client.patch(
+        f"/v1/agents/{front['id']}", json={"handoffs": [theirs["id"]]}, headers=acme.headers
+    )
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "agent_handoff_not_found"

@@ -1,0 +1,206 @@
+"""Model-based end of turn: Smart Turn on real (espeak-ng) speech decides how long to wait.
+
+Speech is fed as fast as it comes; the silence after it is fed at real-time pace in 20 ms
+frames (as from an open microphone), so the model's decision time counts as it does in a
+call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.unit.voice.conftest import Speak
+from tests.unit.voice.pipeline_helpers import audio_frames, of_type
+from vocalis.adapters.silero_vad import SileroVAD
+from vocalis.adapters.smart_turn import SmartTurnDetector, log_mel_features
+from vocalis.core.audio import pcm16_to_float32, silence
+from vocalis.ports.speech import TurnDetector
+from vocalis.realtime.protocol import Session
+from vocalis.realtime.voice_serializer import voice_settings
+from vocalis.voice.frames import EndFrame, Frame, MetricFrame, SpeechStopped
+from vocalis.voice.pipeline import TurnModelConfig
+from vocalis.voice.processors import EndpointingConfig, Pipeline, VADProcessor, turn_wait_ms
+
+FINISHED = "How long does shipping to Canada take?"
+UNFINISHED = "I want to change my"
+CONTINUATION = "billing address."
+MODEL = EndpointingConfig(turn_decision_ms=200.0, turn_threshold=0.8, max_silence_ms=3000.0)
+
+
+@pytest.fixture(scope="module")
+def smart_turn() -> SmartTurnDetector:
+    """The model, checksum-verified, loaded and warmed once."""
+    return SmartTurnDetector()
+
+
+async def turns(
+    silero: SileroVAD,
+    detector: TurnDetector | None,
+    speech: bytes,
+    silence_s: float,
+    config: EndpointingConfig = MODEL,
+) -> list[Frame]:
+    """Feed `speech` at once, then `silence_s` of silence at real-time pace; all output."""
+    loop = asyncio.get_running_loop()
+    async with Pipeline([VADProcessor(silero, config, turn=detector)]) as pipeline:
+        for frame in audio_frames(silence(0.3, 16000) + speech):
+            await pipeline.queue_frame(frame)
+        started = loop.time()
+        for index, frame in enumerate(audio_frames(silence(silence_s, 16000))):
+            await asyncio.sleep(max(0.0, started + index * 0.02 - loop.time()))
+            await pipeline.queue_frame(frame)
+        await pipeline.queue_frame(EndFrame())
+        out: list[Frame] = []
+        while not isinstance(frame := await asyncio.wait_for(pipeline.output.get(), 30), EndFrame):
+            out.append(frame)
+        return out
+
+
+def test_the_wait_grows_as_the_probability_falls_up_to_the_cap() -> None:
+    waits = [turn_wait_ms(p, MODEL) for p in (0.95, 0.8, 0.7, 0.4, 0.1, 0.0)]
+    assert waits[:2] == [200.0, 200.0]  # at or above the threshold: end at the decision
+    assert waits == sorted(waits) and len(set(waits[1:])) == 5
+    assert waits[-1] == MODEL.max_silence_ms
+
+
+def test_the_features_match_whisper_s_log_mel_recipe() -> None:
+    # The reference implementation pipecat vendors from transformers (test-only import).
+    import numpy as np
+    from pipecat.audio.turn.smart_turn._whisper_features import compute_whisper_log_mel_features
+
+    rng = np.random.default_rng(3)
+    audio = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    padded = np.pad(audio, (16000 * 8 - audio.size, 0))
+    np.testing.assert_allclose(
+        log_mel_features(audio), compute_whisper_log_mel_features(padded), atol=1e-5
+    )
+
+
+async def test_the_model_hears_a_finished_question_and_an_unfinished_phrase(
+    smart_turn: SmartTurnDetector, speak: Speak
+) -> None:
+    pause = silence(0.2, 16000)  # what the VAD hands over: the speech and the pause so far
+    finished = await smart_turn.end_of_turn_probability(await speak(FINISHED) + pause)
+    unfinished = await smart_turn.end_of_turn_probability(await speak(UNFINISHED) + pause)
+    assert finished >= 0.8 and unfinished <= 0.2, (finished, unfinished)
+    assert smart_turn.warm_up_seconds > 0
+    assert pcm16_to_float32(b"").size == 0
+    assert 0.0 <= await smart_turn.end_of_turn_probability(b"") <= 1.0
+
+
+async def test_a_finished_question_ends_the_turn_at_the_decision(
+    silero: SileroVAD, smart_turn: SmartTurnDetector, speak: Speak
+) -> None:
+    out = await turns(silero, smart_turn, await speak(FINISHED), 2.0)
+    [stopped] = of_type(out, SpeechStopped)
+    assert stopped.turn_probability is not None and stopped.turn_probability >= 0.8
+    assert stopped.turn_decision_ms is not None and stopped.turn_decision_ms > 0
+    # Ended as the decision came back (the audio queued meanwhile, on a busy machine, is
+    # classified first: a few windows of slack), not after a wait.
+    assert stopped.silence_ms <= 200 + stopped.turn_decision_ms + 250, stopped
+    assert stopped.silence_ms < turn_wait_ms(0.7, MODEL)
+    names = [frame.name for frame in of_type(out, MetricFrame)]
+    assert "turn_decision_seconds" in names and "turn_decisions_end" in names
+
+
+async def test_an_unfinished_phrase_waits_as_long_as_the_model_asks(
+    silero: SileroVAD, smart_turn: SmartTurnDetector, speak: Speak
+) -> None:
+    out = await turns(silero, smart_turn, await speak(UNFINISHED), 3.5)
+    [stopped] = of_type(out, SpeechStopped)
+    assert stopped.turn_probability is not None and stopped.turn_probability < 0.5
+    assert stopped.silence_ms >= turn_wait_ms(stopped.turn_probability, MODEL) >= 1500
+    assert "turn_decisions_wait" in [frame.name for frame in of_type(out, MetricFrame)]
+
+
+async def test_a_hesitation_pause_does_not_end_the_turn(
+    silero: SileroVAD, smart_turn: SmartTurnDetector, speak: Speak
+) -> None:
+    speech = await speak(UNFINISHED) + silence(0.8, 16000) + await speak(CONTINUATION)
+    # The whole utterance at real-time pace: the pause is decided while it happens.
+    loop = asyncio.get_running_loop()
+    async with Pipeline([VADProcessor(silero, MODEL, turn=smart_turn)]) as pipeline:
+        frames = audio_frames(silence(0.3, 16000) + speech + silence(2.5, 16000))
+        started = loop.time()
+        for index, frame in enumerate(frames):
+            await asyncio.sleep(max(0.0, started + index * 0.02 - loop.time()))
+            await pipeline.queue_frame(frame)
+        await pipeline.queue_frame(EndFrame())
+        out: list[Frame] = []
+        while not isinstance(frame := await asyncio.wait_for(pipeline.output.get(), 30), EndFrame):
+            out.append(frame)
+    [stopped] = of_type(out, SpeechStopped)  # one turn: not cut at the pause
+    assert stopped.accepted
+    assert stopped.audio_end_ms > 300 + len(speech) / 32 - 400  # ends after the continuation
+
+
+async def test_the_cap_ends_a_turn_the_model_thinks_unfinished(
+    silero: SileroVAD, smart_turn: SmartTurnDetector, speak: Speak
+) -> None:
+    capped = EndpointingConfig(turn_decision_ms=200.0, turn_threshold=0.8, max_silence_ms=800.0)
+    out = await turns(silero, smart_turn, await speak(UNFINISHED), 1.5, capped)
+    [stopped] = of_type(out, SpeechStopped)
+    assert 800 <= stopped.silence_ms < 900
+
+
+async def test_without_a_decision_silence_alone_ends_the_turn(
+    silero: SileroVAD, smart_turn: SmartTurnDetector, speak: Speak
+) -> None:
+    # server_vad: the detector is there but not asked; the 500 ms silence ends the turn.
+    out = await turns(silero, smart_turn, await speak(UNFINISHED), 1.2, EndpointingConfig())
+    [stopped] = of_type(out, SpeechStopped)
+    assert stopped.turn_probability is None and stopped.turn_decision_ms is None
+    assert 500 <= stopped.silence_ms < 600
+
+
+class _BrokenDetector:
+    """Fault injection: a turn detector whose model raises."""
+
+    name = "broken"
+    sample_rate = 16000
+
+    async def end_of_turn_probability(self, pcm16: bytes) -> float:
+        raise RuntimeError("model crashed")
+
+
+async def test_a_failing_model_leaves_the_decision_to_silence(
+    silero: SileroVAD, speak: Speak
+) -> None:
+    config = EndpointingConfig(turn_decision_ms=200.0, stop_silence_ms=600.0)
+    out = await turns(silero, _BrokenDetector(), await speak(FINISHED), 1.5, config)
+    [stopped] = of_type(out, SpeechStopped)
+    assert stopped.turn_probability is None
+    assert 600 <= stopped.silence_ms < 700
+    assert "turn_decisions_failed" in [frame.name for frame in of_type(out, MetricFrame)]
+
+
+def test_eagerness_moves_the_threshold_and_the_cap() -> None:
+    base = TurnModelConfig(decision_ms=200.0, threshold=0.9, max_silence_ms=3000.0)
+    high, low = base.at_eagerness("high"), base.at_eagerness("low")
+    assert base.at_eagerness("auto") == base.at_eagerness("medium") == base
+    assert high.threshold < base.threshold < low.threshold < 1.0
+    assert high.max_silence_ms < base.max_silence_ms < low.max_silence_ms
+    assert {high.decision_ms, low.decision_ms} == {200.0}
+
+
+def test_semantic_vad_asks_the_model_and_server_vad_does_not() -> None:
+    semantic = Session.model_validate(
+        {
+            "id": "sess_1",
+            "model": "agt_1",
+            "audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "low"}}},
+        }
+    )
+    server = Session.model_validate(
+        {
+            "id": "sess_2",
+            "model": "agt_1",
+            "audio": {"input": {"turn_detection": {"type": "server_vad"}}},
+        }
+    )
+    semantic_detection = voice_settings(semantic).turn_detection
+    server_detection = voice_settings(server).turn_detection
+    assert semantic_detection is not None and semantic_detection.eagerness == "low"
+    assert server_detection is not None and server_detection.eagerness is None
