@@ -40,7 +40,6 @@ from langgraph.types import StreamWriter
 from vocalis.agents import guards
 from vocalis.agents.events import (
     AgentEvent,
-    Citation,
     FinalMessage,
     GuardFlag,
     HandoffEvent,
@@ -50,7 +49,7 @@ from vocalis.agents.events import (
     TurnUsage,
 )
 from vocalis.agents.mcp_servers import McpServerUse
-from vocalis.agents.prompting import NumberedPassage, cited_numbers, format_passages, system_prompt
+from vocalis.agents.prompting import NumberedPassage, format_passages, system_prompt
 from vocalis.agents.providers import CostLedger
 from vocalis.agents.telemetry import identity, span
 from vocalis.agents.tools.base import EventSink, Toolbox, ToolContext, ToolResult
@@ -535,33 +534,27 @@ async def output_guard(state: AgentState, ctx: AgentContext, write: StreamWriter
         return _await_client_outputs(state, ctx, turn, write)
     last = state["messages"][-1]
     draft = turn["reply"] if turn.get("reply") else last.get("content", "")
-    numbers = {p["n"] for p in turn["passages"]}
-    check = guards.check_output(
+    settled = guards.settle_reply(
         draft or "",
+        streamed=turn["streamed"],
         instructions=ctx.agent.instructions,
-        passage_numbers=numbers,
+        passages={p["n"]: Passage(**p["passage"]) for p in turn["passages"]},
         max_chars=ctx.agent.limits.max_output_chars,
     )
-    for flag in check.flags:
-        write(GuardFlag(flag))
-    streamed = turn["streamed"].strip()
-    replaced = bool(streamed) and streamed != check.content
-    if not streamed:
-        write(TextDelta(check.content))  # nothing reached the caller yet: send it whole
-    message = _final_message(state["messages"], turn, check.content)
-    cited = [n for n in cited_numbers(check.content) if n in numbers]
-    by_number = {p["n"]: Passage(**p["passage"]) for p in turn["passages"]}
+    for event in settled.events:
+        write(event)
+    message = _final_message(state["messages"], turn, settled.content)
     final = FinalMessage(
         message_id=message["id"],
-        content=check.content,
-        citations=tuple(Citation.of(n, by_number[n]) for n in cited),
+        content=settled.content,
+        citations=settled.citations,
         tool_calls=_turn_tool_calls(state["messages"]),
         usage=_turn_usage(turn),
         latency_ms={**turn["latency_ms"], "total": _elapsed_ms(turn["started"])},
-        flags=tuple(dict.fromkeys([*turn["flags"], *check.flags])),
+        flags=tuple(dict.fromkeys([*turn["flags"], *settled.flags])),
         handoff=turn["handoff"] is not None,
         end_conversation=bool(turn["end_conversation"]),
-        replaced=replaced,
+        replaced=settled.replaced,
         finish_reason=str(turn.get("finish_reason") or "stop"),
     )
     message["citations"] = [asdict(c) for c in final.citations]

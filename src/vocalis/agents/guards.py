@@ -11,8 +11,12 @@ of passages that exist.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+
+from vocalis.agents.events import Citation, GuardFlag, TextDelta
+from vocalis.agents.prompting import cited_numbers
+from vocalis.ports.retriever import Passage
 
 TOO_LONG_REPLY = "Your message is too long for me to process. Please shorten it and try again."
 EMPTY_REPLY = "I'm sorry, I don't have an answer to that."
@@ -99,3 +103,41 @@ def check_output(
         text = cut.rstrip() + "…"
         flags.append("output_truncated")
     return OutputCheck(text, tuple(dict.fromkeys(flags)))
+
+
+@dataclass(frozen=True)
+class SettledReply:
+    """A turn's final text after the output guard, and what the runtime sends with it."""
+
+    content: str
+    flags: tuple[str, ...]  # the output guard's own
+    citations: tuple[Citation, ...]  # of passages the turn was given, in citation order
+    replaced: bool  # the guard changed text the caller had already been streamed
+    events: tuple[GuardFlag | TextDelta, ...]  # to send before the `FinalMessage`
+
+
+def settle_reply(
+    draft: str,
+    *,
+    streamed: str,
+    instructions: str,
+    passages: Mapping[int, Passage],
+    max_chars: int,
+) -> SettledReply:
+    """The output guard over a turn's draft reply, shared by every runtime: the flags to
+    report, the whole text when nothing was streamed yet, and the citations kept."""
+    check = check_output(
+        draft, instructions=instructions, passage_numbers=passages.keys(), max_chars=max_chars
+    )
+    streamed = streamed.strip()
+    events: list[GuardFlag | TextDelta] = [GuardFlag(flag) for flag in check.flags]
+    if not streamed:
+        events.append(TextDelta(check.content))  # nothing reached the caller yet: send it whole
+    cited = [n for n in cited_numbers(check.content) if n in passages]
+    return SettledReply(
+        content=check.content,
+        flags=check.flags,
+        citations=tuple(Citation.of(n, passages[n]) for n in cited),
+        replaced=bool(streamed) and streamed != check.content,
+        events=tuple(events),
+    )

@@ -58,7 +58,6 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 from vocalis.agents import guards
 from vocalis.agents.events import (
     AgentEvent,
-    Citation,
     FinalMessage,
     GuardFlag,
     HandoffEvent,
@@ -70,7 +69,6 @@ from vocalis.agents.events import (
 from vocalis.agents.graph import AgentContext, AgentSpec
 from vocalis.agents.prompting import (
     NumberedPassage,
-    cited_numbers,
     format_passages,
     system_prompt,
 )
@@ -704,26 +702,20 @@ class CrewEngine:
     ) -> AsyncIterator[AgentEvent]:
         while not turn.queue.empty():
             yield turn.queue.get_nowait()
-        ctx = turn.ctx
-        numbers = {p.n for p in turn.passages}
-        check = guards.check_output(
+        settled = guards.settle_reply(
             draft,
-            instructions=ctx.agent.instructions,
-            passage_numbers=numbers,
-            max_chars=ctx.agent.limits.max_output_chars,
+            streamed="".join(turn.streamed),
+            instructions=turn.ctx.agent.instructions,
+            passages={p.n: p.passage for p in turn.passages},
+            max_chars=turn.ctx.agent.limits.max_output_chars,
         )
-        for flag in check.flags:
-            yield GuardFlag(flag)
-        streamed = "".join(turn.streamed).strip()
-        if not streamed:
-            yield TextDelta(check.content)
-        by_number = {p.n: p.passage for p in turn.passages}
-        cited = [n for n in cited_numbers(check.content) if n in numbers]
+        for event in settled.events:
+            yield event
         message_id = new_id("msg")
         final = FinalMessage(
             message_id=message_id,
-            content=check.content,
-            citations=tuple(Citation.of(n, by_number[n]) for n in cited),
+            content=settled.content,
+            citations=settled.citations,
             tool_calls=tuple(turn.tool_calls),
             usage=TurnUsage(
                 turn.usage.prompt_tokens,
@@ -737,10 +729,10 @@ class CrewEngine:
                 **turn.latency,
                 "total": round((time.perf_counter() - turn.started) * 1000, 1),
             },
-            flags=tuple(dict.fromkeys([*turn.flags, *check.flags])),
+            flags=tuple(dict.fromkeys([*turn.flags, *settled.flags])),
             handoff=turn.handoff is not None,
             end_conversation=turn.end_conversation,
-            replaced=bool(streamed) and streamed != check.content,
+            replaced=settled.replaced,
         )
         await remember(
             [
@@ -748,7 +740,7 @@ class CrewEngine:
                 {
                     "id": message_id,
                     "role": "assistant",
-                    "content": check.content,
+                    "content": settled.content,
                     "provider": turn.provider,
                     "model": turn.model,
                     "citations": [asdict(c) for c in final.citations],

@@ -48,7 +48,6 @@ from opentelemetry import trace as otel
 from vocalis.agents import guards
 from vocalis.agents.events import (
     AgentEvent,
-    Citation,
     FinalMessage,
     GuardFlag,
     TextDelta,
@@ -57,7 +56,7 @@ from vocalis.agents.events import (
     TurnUsage,
 )
 from vocalis.agents.graph import AgentContext
-from vocalis.agents.prompting import NumberedPassage, cited_numbers, format_passages, system_prompt
+from vocalis.agents.prompting import NumberedPassage, format_passages, system_prompt
 from vocalis.agents.runtimes.chain_client import ChainReport, chain_client
 from vocalis.agents.schemas import AgentConfig
 from vocalis.agents.telemetry import identity, span
@@ -379,19 +378,15 @@ class OpenAIAgentsEngine:
         remember: Remember,
         latency: dict[str, float] | None = None,
     ) -> AsyncIterator[AgentEvent]:
-        numbers = {p.n for p in turn.passages}
-        check = guards.check_output(
+        settled = guards.settle_reply(
             draft,
+            streamed=streamed,
             instructions=ctx.agent.instructions,
-            passage_numbers=numbers,
+            passages={p.n: p.passage for p in turn.passages},
             max_chars=ctx.agent.limits.max_output_chars,
         )
-        for flag in check.flags:
-            yield GuardFlag(flag)
-        if not streamed.strip():
-            yield TextDelta(check.content)
-        by_number = {p.n: p.passage for p in turn.passages}
-        cited = [n for n in cited_numbers(check.content) if n in numbers]
+        for event in settled.events:
+            yield event
         usage = report.usage
         cost = (
             ctx.ledger.price_for(report.provider, report.model).cost(usage) if ctx.ledger else 0.0
@@ -399,8 +394,8 @@ class OpenAIAgentsEngine:
         message_id = new_id("msg")
         final = FinalMessage(
             message_id=message_id,
-            content=check.content,
-            citations=tuple(Citation.of(n, by_number[n]) for n in cited),
+            content=settled.content,
+            citations=settled.citations,
             tool_calls=tuple(turn.tool_calls),
             usage=TurnUsage(
                 usage.prompt_tokens,
@@ -414,8 +409,8 @@ class OpenAIAgentsEngine:
                 **(latency or {}),
                 "total": round((time.perf_counter() - started) * 1000, 1),
             },
-            flags=tuple(dict.fromkeys([*turn.flags, *check.flags])),
-            replaced=bool(streamed.strip()) and streamed.strip() != check.content,
+            flags=tuple(dict.fromkeys([*turn.flags, *settled.flags])),
+            replaced=settled.replaced,
         )
         await remember(
             [
@@ -423,7 +418,7 @@ class OpenAIAgentsEngine:
                 {
                     "id": message_id,
                     "role": "assistant",
-                    "content": check.content,
+                    "content": settled.content,
                     "provider": report.provider,
                     "model": report.model,
                 },
