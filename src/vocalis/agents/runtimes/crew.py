@@ -266,40 +266,32 @@ class ChainLLM(BaseLLM):
         raw = [{"role": "user", "content": messages}] if isinstance(messages, str) else messages
         return estimate_prompt_tokens([from_openai_message(m) for m in raw or ()])
 
-    def call(
-        self,
-        messages: Any,
-        tools: list[dict[str, Any]] | None = None,
-        callbacks: list[Any] | None = None,
-        available_functions: dict[str, Any] | None = None,
-        from_task: Any = None,
-        from_agent: Any = None,
-        response_model: type[BaseModel] | None = None,
-    ) -> Any:
-        """The blocking call CrewAI makes from its worker threads."""
+    def call(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        """The blocking call CrewAI makes from its worker threads (arguments: `_generation`)."""
         turn = self._require_turn()
-        return turn.from_thread(
-            lambda: self._generate(messages, tools, available_functions, from_task, from_agent)
-        )
+        return turn.from_thread(self._generation(messages, *args, **kwargs))
 
-    async def acall(
-        self,
-        messages: Any,
-        tools: list[dict[str, Any]] | None = None,
-        callbacks: list[Any] | None = None,
-        available_functions: dict[str, Any] | None = None,
-        from_task: Any = None,
-        from_agent: Any = None,
-        response_model: type[BaseModel] | None = None,
-    ) -> Any:
+    async def acall(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
         """The call CrewAI makes on an event loop (the turn's, or one of its own)."""
         turn = self._require_turn()
+        generation = self._generation(messages, *args, **kwargs)
         if _on_loop(turn.loop):
-            return await self._generate(messages, tools, available_functions, from_task, from_agent)
-        return await asyncio.to_thread(
-            turn.from_thread,
-            lambda: self._generate(messages, tools, available_functions, from_task, from_agent),
-        )
+            return await generation()
+        return await asyncio.to_thread(turn.from_thread, generation)
+
+    def _generation(
+        self,
+        messages: Any,
+        tools: list[dict[str, Any]] | None = None,
+        callbacks: list[Any] | None = None,
+        available_functions: dict[str, Any] | None = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: type[BaseModel] | None = None,
+    ) -> Callable[[], Coroutine[Any, Any, Any]]:
+        """One `call`/`acall` of CrewAI's (`BaseLLM.call`'s arguments), as the generation to
+        run on the turn's loop; callbacks and response models are not used."""
+        return lambda: self._generate(messages, tools, available_functions, from_task, from_agent)
 
     def _require_turn(self) -> _Turn:
         if self._turn is None or self._chain is None:
