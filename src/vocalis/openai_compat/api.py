@@ -53,27 +53,37 @@ def _with_openai_error(exc: VocalisError) -> VocalisError:
     return exc
 
 
-@router.post(
-    "/chat/completions",
-    openapi_extra=rate_limit_class("chat_turns"),
-    response_model=ChatCompletion,
-    responses={
+def completion_responses(
+    chunk: str, *codes: str, **descriptions: str
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a completions route: its answer, streamed as `chunk` events with
+    `stream=true`, an unknown agent, and its error codes (400s: a parameter it refuses)."""
+    return {
         200: {
-            "description": "The completion; with `stream=true`, `chat.completion.chunk` "
-            "server-sent events ending with `data: [DONE]`.",
+            "description": f"The completion; with `stream=true`, `{chunk}` server-sent events "
+            "ending with `data: [DONE]`.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
         404: {"description": "No agent with the id given as `model`."},
         **error_responses(
-            "unsupported_parameter",
-            "client_tools_unsupported",
-            "client_tool_name_taken",
-            "agent_runtime_unavailable",
-            status_400="A parameter the agent cannot honour.",
-            status_422="Client tools the agent's runtime cannot take or whose names clash, "
-            "or a runtime not installed.",
+            *codes, **{"status_400": "A parameter the agent cannot honour.", **descriptions}
         ),
-    },
+    }
+
+
+@router.post(
+    "/chat/completions",
+    openapi_extra=rate_limit_class("chat_turns"),
+    response_model=ChatCompletion,
+    responses=completion_responses(
+        "chat.completion.chunk",
+        "unsupported_parameter",
+        "client_tools_unsupported",
+        "client_tool_name_taken",
+        "agent_runtime_unavailable",
+        status_422="Client tools the agent's runtime cannot take or whose names clash, "
+        "or a runtime not installed.",
+    ),
     summary="Chat with an agent through OpenAI's chat-completions API",
 )
 async def create_chat_completion(

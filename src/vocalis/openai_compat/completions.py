@@ -27,12 +27,11 @@ from vocalis.conversations.service import TurnResult
 from vocalis.core.deps import BackendsDep
 from vocalis.core.errors import INTERNAL_ERROR, VocalisError
 from vocalis.core.ids import new_id
-from vocalis.core.openapi import error_responses
 from vocalis.core.problems import openai_error
 from vocalis.core.ratelimit import rate_limit_class
 from vocalis.core.security import Principal, Scoped
 from vocalis.openai_compat import service
-from vocalis.openai_compat.api import finish_reason, turn_usage
+from vocalis.openai_compat.api import completion_responses, finish_reason, turn_usage
 from vocalis.openai_compat.schemas import (
     ChatCompletionRequest,
     ChatMessageIn,
@@ -124,17 +123,7 @@ def as_chat(body: CompletionRequest) -> ChatCompletionRequest:
     "/completions",
     openapi_extra=rate_limit_class("chat_turns"),
     response_model=TextCompletion,
-    responses={
-        200: {
-            "description": "The completion; with `stream=true`, `text_completion` server-sent "
-            "events ending with `data: [DONE]`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        },
-        404: {"description": "No agent with the id given as `model`."},
-        **error_responses(
-            "unsupported_parameter", status_400="A parameter the agent cannot honour."
-        ),
-    },
+    responses=completion_responses("text_completion", "unsupported_parameter"),
     summary="Complete a prompt with an agent (OpenAI's legacy completions API)",
 )
 async def create_completion(
