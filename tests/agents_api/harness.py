@@ -215,6 +215,13 @@ class LiveServer:
         assert isinstance(sink, RecordedEvents)
         return sink
 
+    @property
+    def retriever(self) -> InMemoryRetriever:
+        """The in-memory retriever the server searches."""
+        retriever = self.server_backends.retriever
+        assert isinstance(retriever, InMemoryRetriever)
+        return retriever
+
     def client(self) -> httpx.AsyncClient:
         """An HTTP client for the server."""
         return httpx.AsyncClient(base_url=self.base_url, headers=self.tenant.headers, timeout=30)
@@ -251,23 +258,36 @@ def _serve(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, int]:
     return server, thread, port
 
 
-@pytest.fixture
-async def live_server(tmp_path: Path, redis_url: str) -> AsyncIterator[LiveServer]:
-    """The app on a real HTTP/WebSocket server (SQLite), with fakes at the edges."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/vocalis.db"
-    settings = make_settings(tmp_path, url, redis_url)
-    await asyncio.to_thread(upgrade, url)
+def sqlite_settings(tmp_path: Path, redis_url: str, **overrides: object) -> Settings:
+    """Test settings on a SQLite database under tmp_path."""
+    return make_settings(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path}/vocalis.db", redis_url, **overrides
+    )
+
+
+async def serve_live(settings: Settings, *, fakes: bool = True) -> AsyncIterator[LiveServer]:
+    """Migrate, serve the app on a real HTTP/WebSocket server and yield it with a tenant
+    ("Acme"); `fakes`: the recording event sink and in-memory retriever at the edges."""
+    await asyncio.to_thread(upgrade, settings.resolved_database_url)
     backends = await build_backends(settings)
     app = build_app(settings)  # the server builds its own backends in its own loop
     server, thread, port = await asyncio.to_thread(_serve, app)
     try:
-        install_fakes(app.state.backends)
+        if fakes:
+            install_fakes(app.state.backends)
         tenant = await create_tenant(backends, "Acme")
         yield LiveServer(f"http://127.0.0.1:{port}", app, backends, tenant)
     finally:
         server.should_exit = True
         await asyncio.to_thread(thread.join, 30)
         await backends.close()
+
+
+@pytest.fixture
+async def live_server(tmp_path: Path, redis_url: str) -> AsyncIterator[LiveServer]:
+    """The app on a real HTTP/WebSocket server (SQLite), with fakes at the edges."""
+    async for live in serve_live(sqlite_settings(tmp_path, redis_url)):
+        yield live
 
 
 def sse_events(body: str) -> list[tuple[str | None, str]]:

@@ -4,7 +4,6 @@ while the key's other classes still have theirs."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,34 +14,20 @@ from websockets.exceptions import InvalidStatus
 
 from tests.agents_api import harness
 from tests.agents_api.harness import LiveServer
-from tests.api.conftest import make_settings
 from tests.realtime.client import create_agent, recv
-from vocalis.core.migrate import upgrade
 
 
 @pytest.fixture
 async def two_handshakes(tmp_path: Path, redis_url: str) -> AsyncIterator[LiveServer]:
     """A roomy key bucket; two handshakes per key in the `realtime_handshakes` class."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/vocalis.db"
-    settings = make_settings(
+    settings = harness.sqlite_settings(
         tmp_path,
-        url,
         redis_url,
         rate_limit_burst=100,
         rate_limit_classes={"realtime_handshakes": {"per_minute": 1, "burst": 2}},
     )
-    await asyncio.to_thread(upgrade, url)
-    backends = await harness.build_backends(settings)
-    app = harness.build_app(settings)
-    server, thread, port = await asyncio.to_thread(harness._serve, app)
-    try:
-        harness.install_fakes(app.state.backends)
-        tenant = await harness.create_tenant(backends, "Acme")
-        yield LiveServer(f"http://127.0.0.1:{port}", app, backends, tenant)
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 30)
-        await backends.close()
+    async for live in harness.serve_live(settings):
+        yield live
 
 
 async def test_handshakes_have_their_own_bucket(two_handshakes: LiveServer) -> None:

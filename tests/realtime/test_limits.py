@@ -22,45 +22,21 @@ from websockets.exceptions import InvalidStatus
 
 from tests.agents_api import harness
 from tests.agents_api.harness import LiveServer
-from tests.api.conftest import make_settings
 from tests.realtime.client import TEXT_ONLY, answer, create_agent, recv, say, update
 from vocalis.conversations import store
-from vocalis.core.migrate import upgrade
 from vocalis.core.scopes import Role
 from vocalis.realtime.limits import KEY_SESSIONS, ORG_SESSIONS
 from vocalis.realtime.session import RealtimeSession
-from vocalis.settings import Settings
 from vocalis.transports.raw_pcm import RawPcmCall
-
-
-async def _serve(settings: Settings) -> AsyncIterator[LiveServer]:
-    await asyncio.to_thread(upgrade, settings.resolved_database_url)
-    backends = await harness.build_backends(settings)
-    app = harness.build_app(settings)
-    server, thread, port = await asyncio.to_thread(harness._serve, app)
-    try:
-        harness.install_fakes(app.state.backends)
-        tenant = await harness.create_tenant(backends, "Acme")
-        yield LiveServer(f"http://127.0.0.1:{port}", app, backends, tenant)
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 30)
-        await backends.close()
-
-
-def _settings(tmp_path: Path, redis_url: str, **overrides: Any) -> Settings:
-    return make_settings(
-        tmp_path, f"sqlite+aiosqlite:///{tmp_path}/vocalis.db", redis_url, **overrides
-    )
 
 
 @pytest.fixture
 async def capped(tmp_path: Path, redis_url: str) -> AsyncIterator[LiveServer]:
     """Two sessions per key, three per organisation."""
-    settings = _settings(
+    settings = harness.sqlite_settings(
         tmp_path, redis_url, realtime_max_sessions_per_key=2, realtime_max_sessions_per_org=3
     )
-    async for live in _serve(settings):
+    async for live in harness.serve_live(settings):
         yield live
 
 
@@ -68,8 +44,8 @@ async def capped(tmp_path: Path, redis_url: str) -> AsyncIterator[LiveServer]:
 async def default_caps(tmp_path: Path, redis_url: str) -> AsyncIterator[LiveServer]:
     """The deployment's session caps; no rate limiting (the sessions talk faster than a key's
     request budget allows, and the cap, not the budget, is what the test reaches)."""
-    settings = _settings(tmp_path, redis_url, flags={"api.rate_limiting": False})
-    async for live in _serve(settings):
+    settings = harness.sqlite_settings(tmp_path, redis_url, flags={"api.rate_limiting": False})
+    async for live in harness.serve_live(settings):
         yield live
 
 
@@ -228,8 +204,10 @@ async def test_an_expired_lease_of_a_dead_process_frees_its_place(capped: LiveSe
 async def test_the_handshake_takes_a_token_from_the_keys_rate_limit(
     tmp_path: Path, redis_url: str
 ) -> None:
-    settings = _settings(tmp_path, redis_url, rate_limit_burst=4, rate_limit_per_minute=1)
-    async for live in _serve(settings):
+    settings = harness.sqlite_settings(
+        tmp_path, redis_url, rate_limit_burst=4, rate_limit_per_minute=1
+    )
+    async for live in harness.serve_live(settings):
         agent = await create_agent(live)  # one token
         for _ in range(3):
             async with websockets.connect(
