@@ -29,12 +29,19 @@ async def test_sign_in_refuses_a_bad_key_then_accepts_the_real_one(console: Cons
     await page.keyboard.type(console.server.key)
     await page.keyboard.press("Enter")
     await expect(page.locator("#nav")).to_be_visible()
-    # The organisation's name arrives with the first screen (the sign-in form is gone); Tab
-    # is pressed once that screen has settled, as a person would.
+    # The sign-in form is gone with the focus it held: the focus lands in the new content (the
+    # agents screen puts it in its first field), and the keyboard carries on from there: the
+    # skip link (the page's first stop) takes it to the content, and back from the content is
+    # the navigation.
     await expect(page.locator("#org")).to_have_text("Development")
-    await page.wait_for_load_state("networkidle")
-    await page.keyboard.press("Tab")  # the skip link, then the navigation, reachable in order
-    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    await expect(page.get_by_test_id("agent-name")).to_be_visible()
+    await expect(page.locator("#view:focus-within")).to_have_count(1)
+    await page.get_by_role("link", name="Skip to content").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("main")).to_be_focused()
+    await page.keyboard.press("Shift+Tab")
+    await expect(page.get_by_role("link", name="Flags")).to_be_focused()
+    await expect(page).to_have_url(re.compile(r"#/agents$"))
 
 
 async def test_build_an_agent_with_knowledge_and_chat_with_it(

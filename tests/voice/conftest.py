@@ -4,9 +4,12 @@ knowledge base, and offline speech (espeak-ng) to talk to it with."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
+import sys
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -48,18 +51,46 @@ def with_voice_routes(app: FastAPI) -> FastAPI:
 
 
 class LoopLag:
-    """Measures how late the server's event loop wakes up (a blocked loop wakes up late)."""
+    """Measures how late the server's event loop wakes up (a blocked loop wakes up late).
+
+    When the loop is late by more than `STALL_S`, a watchdog thread records what the loop's
+    thread was running at that moment, so a failure names the blocking call.
+    """
+
+    STALL_S = 0.25
 
     def __init__(self) -> None:
         self.worst_s = 0.0
+        self.stalls: list[str] = []
         self._stop = threading.Event()
+        self._beat = time.perf_counter()
+        self._thread_id: int | None = None
 
     async def watch(self, tick_s: float = 0.01) -> None:
         """Run in the server's loop until `stop`."""
+        self._thread_id = threading.get_ident()
+        watchdog = threading.Thread(target=self._watchdog, name="loop-lag-watchdog", daemon=True)
+        watchdog.start()
         while not self._stop.is_set():
             started = time.perf_counter()
+            self._beat = started
             await asyncio.sleep(tick_s)
             self.worst_s = max(self.worst_s, time.perf_counter() - started - tick_s)
+        watchdog.join(1)
+
+    def _watchdog(self) -> None:
+        reported_beat = 0.0
+        while not self._stop.wait(0.05):
+            beat = self._beat
+            if beat != reported_beat and time.perf_counter() - beat > self.STALL_S:
+                reported_beat = beat
+                frame = sys._current_frames().get(self._thread_id or 0)
+                if frame is not None:
+                    self.stalls.append("".join(traceback.format_stack(frame)[-12:]))
+
+    def report(self) -> str:
+        """The worst lateness and what the loop was doing when it stalled."""
+        return f"worst loop lag {self.worst_s:.3f} s; stalls:\n" + "\n---\n".join(self.stalls)
 
     def stop(self) -> None:
         """End the watch."""
@@ -89,10 +120,18 @@ async def server_loop(voice_live: LiveServer) -> asyncio.AbstractEventLoop:
 async def server_loop_lag(server_loop: asyncio.AbstractEventLoop) -> AsyncIterator[LoopLag]:
     """The worst lateness of the server's event loop while the test runs."""
     lag = LoopLag()
+    # The test process holds every earlier test's objects: a full collection of that heap
+    # pauses every thread for a second or more late in a suite run, which is the test
+    # process's cost, not the server's. They are moved out of the collector's way.
+    gc.collect()
+    gc.freeze()
     watched = asyncio.run_coroutine_threadsafe(lag.watch(), server_loop)
-    yield lag
-    lag.stop()
-    await asyncio.wrap_future(watched)
+    try:
+        yield lag
+    finally:
+        lag.stop()
+        await asyncio.wrap_future(watched)
+        gc.unfreeze()
 
 
 @pytest.fixture

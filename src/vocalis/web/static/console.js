@@ -72,6 +72,10 @@ async function route() {
   }
   const host = h("div", { class: "screen", dataset: { screen: name } });
   view.replaceChildren(host);
+  // Focus that was inside the old screen (the sign-in form, typically) went with it: the new
+  // screen takes it, so the next Tab continues from the content, not from wherever the
+  // browser's navigation starting point was left.
+  if (!document.activeElement || document.activeElement === document.body) view.focus({ preventScroll: true });
   try {
     cleanup = (await screen(host, rest)) || null;
   } catch (err) {
