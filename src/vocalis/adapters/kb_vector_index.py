@@ -64,7 +64,7 @@ class HnswSettings:
 
     connectivity: int = 16
     expansion_add: int = 128
-    expansion_search: int = 128
+    expansion_search: int = 256
     persist_min_rows: int = 10_000
 
 
@@ -296,12 +296,17 @@ class KbIndexes:
     async def _catch_up(self, table: lancedb.AsyncTable, index: KbIndex, version: int) -> None:
         started = time.perf_counter()
         where = kb_where(index.org_id, index.kb_id)
-        scanned = await table.query().where(where).select(["id"]).with_row_id().to_arrow()
+        fresh = not index.labels  # a first build reads the vectors in the same scan
+        columns = ["id", "vector"] if fresh else ["id"]
+        scanned = await table.query().where(where).select(columns).with_row_id().to_arrow()
         current = dict(zip(scanned["id"].to_pylist(), scanned["_rowid"].to_pylist(), strict=True))
         removed = [chunk_id for chunk_id in index.labels if chunk_id not in current]
         new = {c: r for c, r in current.items() if c not in index.labels}
         moved = {c: r for c, r in current.items() if c in index.labels and index.row_ids[c] != r}
-        vectors = await _vectors(table, where, {**new, **moved})
+        if fresh:
+            vectors = _vector_map(scanned, None)
+        else:
+            vectors = await _vectors(table, where, {**new, **moved})
         added = {c: (new[c], vectors[c]) for c in new if c in vectors}
         unchanged: dict[str, int] = {}
         if moved:

@@ -11,6 +11,7 @@ import inspect
 import json
 from typing import Any
 
+from vocalis.adapters.kb_vector_index import HnswSettings
 from vocalis.adapters.lancedb_vector_store import TABLE_NAME, LanceDBVectorStore, chunk_schema
 from vocalis.adapters.onnx_embeddings import DEFAULT_BATCH_TOKENS, DIMENSIONS, MAX_TOKENS, MODEL_ID
 from vocalis.adapters.weaviate_vector_store import (
@@ -65,6 +66,9 @@ def _weaviate_section() -> str:
     )
 
 
+_HNSW = HnswSettings()
+
+
 def _ann_threshold() -> int:
     default = inspect.signature(LanceDBVectorStore).parameters["ann_index_threshold"].default
     return int(default)
@@ -92,7 +96,15 @@ def _lancedb_section() -> str:
         "- Indexes: native full-text (BM25) on `text` from the start; past "
         f"{_ann_threshold():,} rows an "
         "IVF_HNSW_SQ vector index (cosine) and B-tree indexes on `org_id`, `kb_id`, "
-        "`document_id`.\n"
+        "`document_id` (used by filtered queries and queries over every knowledge base).\n"
+        "- The vector half of a query that names its knowledge bases and has no other "
+        "filter runs on an in-process usearch HNSW graph per (organisation, knowledge base) "
+        f"(cosine, f16 copies of the vectors, connectivity {_HNSW.connectivity}, "
+        f"`ef` {_HNSW.expansion_search}); hits are read back from the table by row id and "
+        "checked against organisation, knowledge base and chunk id. The graph catches up "
+        "with the table whenever the table version moves (writes of any process); graphs of "
+        f"knowledge bases of at least {_HNSW.persist_min_rows:,} chunks are saved under "
+        "`<lancedb dir>/hnsw/`.\n"
         "- Upsert is `merge_insert` on (`org_id`, `id`).\n\n"
         + _table(["Column", "Arrow type", "Nullable", "Description"], rows)
     )
@@ -150,6 +162,9 @@ def _query_section() -> str:
         "    limit=<top_k x 2>, return_metadata=MetadataQuery(score=True))"
     )
     lancedb = (
+        "# no filter but kb_ids: the knowledge bases' HNSW graphs, then\n"
+        "table.take_row_ids(<row ids of the nearest chunks>)\n"
+        "# with a filter (or no kb_ids):\n"
         'table.vector_search(<query vector>).distance_type("cosine")\n'
         "     .where(\"org_id = '<org>' AND kb_id IN ('<kb>', ...) AND page = 3\")"
         ".limit(<candidates>)\n"
