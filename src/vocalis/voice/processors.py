@@ -25,7 +25,7 @@ from typing import ClassVar, TypeVar
 
 from vocalis.core.audio import Resampler, check_pcm16, duration_seconds, resample
 from vocalis.ports.speech import TurnDetector
-from vocalis.ports.stt import PartialTranscriber, SpeechToText
+from vocalis.ports.stt import PartialTranscriber, SpeechToText, Transcript, UtteranceTranscriber
 from vocalis.ports.tts import TextToSpeech
 from vocalis.ports.vad import VoiceActivityDetector
 from vocalis.voice.frames import (
@@ -716,9 +716,7 @@ class STTProcessor(FrameProcessor):
             self._span_attributes,
             **{"vocalis.stt.engine": self._stt.name, "vocalis.stt.segment": "pause"},
         ):
-            transcript = await self._stt.transcribe(
-                bytes(self._audio[self._cut_bytes : end]), self._rate, self._language
-            )
+            transcript = await self._live(bytes(self._audio[self._cut_bytes : end]))
         self._language_seen = transcript.language
         if transcript.text.strip():
             self._segments.append(transcript.text.strip())
@@ -752,7 +750,7 @@ class STTProcessor(FrameProcessor):
             with turn_span(
                 "stt.transcribe", turn, attributes, **{"vocalis.stt.engine": self._stt.name}
             ):
-                transcript = await self._stt.transcribe(tail, self._rate, self._language)
+                transcript = await self._live(tail)
             language = transcript.language
             if transcript.text.strip():
                 texts.append(transcript.text.strip())
@@ -775,6 +773,12 @@ class STTProcessor(FrameProcessor):
                 confirms_speculation=confirms,
             )
         )
+
+    async def _live(self, audio: bytes) -> Transcript:
+        """A live utterance: the engine's short-utterance path when it has one."""
+        if isinstance(self._stt, UtteranceTranscriber):
+            return await self._stt.transcribe_utterance(audio, self._rate, self._language)
+        return await self._stt.transcribe(audio, self._rate, self._language)
 
     def _maybe_start_partial(self) -> None:
         if self._partial_interval_ms is None or not isinstance(self._stt, PartialTranscriber):
