@@ -1,9 +1,11 @@
-"""Greedy or beam search: what decoding costs and buys for faster-whisper tiny.en.
+"""Greedy or beam search, 30 s or 10 s window: what each costs and buys for tiny.en.
 
 The 20 questions of `bench/voice_engines.py` are spoken by espeak-ng and by hibari (two
 voices, neither chosen for Whisper), resampled to 16 kHz and transcribed by tiny.en on one
-intra-op thread (CPU int8) with beam 1 (greedy) and beam 5, side by side in one run: word
-error rate over the set, and latency per utterance (p50/p95, after one warm-up call each).
+intra-op thread (CPU int8) with beam 1 (greedy) and beam 5, each over Whisper's padded 30 s
+window (`transcribe`, what the REST transcription endpoints use) and over the short window
+live voice turns use (`transcribe_utterance`), side by side in one run: word error rate
+over the set, and latency per utterance (p50/p95, after one warm-up call each).
 Usage: `.venv/bin/python bench/whisper_decoding.py [--json bench/results/whisper_decoding.json]`.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -48,15 +51,18 @@ async def run(threads: int) -> dict[str, Any]:
         stt = FasterWhisperSTT(beam_size=beam, cpu_threads=threads)
         await stt.aload()
         await stt.transcribe(audio["espeak-ng"][0], 16000, "en")  # warm-up
-        for name, utterances in audio.items():
+        await stt.transcribe_utterance(audio["espeak-ng"][0], 16000, "en")
+        paths = {"30 s": stt.transcribe, "10 s": stt.transcribe_utterance}
+        for (name, utterances), (window, path) in itertools.product(audio.items(), paths.items()):
             heard, seconds = [], []
             for pcm in utterances:
                 started = time.perf_counter()
-                transcript = await stt.transcribe(pcm, 16000, "en")
+                transcript = await path(pcm, 16000, "en")
                 seconds.append(time.perf_counter() - started)
                 heard.append(transcript.text)
-            results[f"beam{beam}/{name}"] = {
+            results[f"beam{beam}/{window}/{name}"] = {
                 "beam_size": beam,
+                "window": window,
                 "voice": name,
                 "wer": round(word_error_rate(QUESTIONS, heard), 4),
                 "latency_ms_p50": round(statistics.median(seconds) * 1000, 1),
@@ -82,10 +88,10 @@ def main() -> None:
         "threads": args.threads,
         "results": results,
     }
-    print("| decoding | voice | WER | p50 | p95 |\n|---|---|---|---|---|")
+    print("| decoding | window | voice | WER | p50 | p95 |\n|---|---|---|---|---|---|")
     for row in results.values():
         print(
-            f"| beam {row['beam_size']} | {row['voice']} | {row['wer'] * 100:.1f} % | "
+            f"| beam {row['beam_size']} | {row['window']} | {row['voice']} | {row['wer'] * 100:.1f} % | "
             f"{row['latency_ms_p50']:.0f} ms | {row['latency_ms_p95']:.0f} ms |"
         )
     if args.json:
