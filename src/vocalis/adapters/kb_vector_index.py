@@ -305,6 +305,9 @@ class KbIndexes:
         moved = {c: r for c, r in current.items() if c in index.labels and index.row_ids[c] != r}
         if fresh:
             vectors = _vector_map(scanned, None)
+        elif len(new) + len(moved) > len(current) // 4:  # e.g. after compaction: one scan
+            rows = await table.query().where(where).select(["id", "vector"]).to_arrow()
+            vectors = _vector_map(rows, None, set(new) | set(moved))
         else:
             vectors = await _vectors(table, where, {**new, **moved})
         added = {c: (new[c], vectors[c]) for c in new if c in vectors}
