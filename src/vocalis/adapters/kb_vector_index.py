@@ -41,6 +41,8 @@ import numpy as np
 import structlog
 from usearch.index import Index
 
+from vocalis.core.metrics import VECTOR_INDEX_SYNC
+
 log = structlog.get_logger("vocalis.knowledge.vector_index")
 
 _FETCH_BATCH = 4_096
@@ -272,7 +274,7 @@ class KbIndexes:
         for index in list(self._indexes.values()):
             async with index.lock:
                 if index.changes_since_save and len(index) >= self._settings.persist_min_rows:
-                    await asyncio.to_thread(index.save, self._folder)
+                    await self._save(index)
 
     async def _current(
         self, table: lancedb.AsyncTable, org_id: str, kb_id: str, version: int
@@ -322,7 +324,7 @@ class KbIndexes:
                     unchanged[chunk_id] = moved[chunk_id]
                 else:
                     added[chunk_id] = (moved[chunk_id], vectors[chunk_id])
-        built = index.version is None and not index.labels
+        built = index.version is None
         await asyncio.to_thread(index.apply, removed, unchanged, added)
         index.version = version
         if not index.labels:
@@ -330,7 +332,9 @@ class KbIndexes:
         elif len(index) >= self._settings.persist_min_rows and (
             built or index.changes_since_save >= max(1_000, len(index) // 5)
         ):
-            await asyncio.to_thread(index.save, self._folder)
+            await self._save(index)
+        elapsed = time.perf_counter() - started
+        VECTOR_INDEX_SYNC.labels(kind="build" if built else "catch_up").observe(elapsed)
         log.info(
             "vector_index_caught_up",
             org_id=index.org_id,
@@ -340,8 +344,17 @@ class KbIndexes:
             added=len(added),
             removed=len(removed),
             moved=len(unchanged),
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            duration_ms=round(elapsed * 1000, 1),
         )
+
+    async def _save(self, index: KbIndex) -> None:
+        """Save a graph; a failure (disk full, read-only) only costs a rebuild later."""
+        try:
+            await asyncio.to_thread(index.save, self._folder)
+        except OSError as exc:
+            log.warning(
+                "vector_index_not_saved", org_id=index.org_id, kb_id=index.kb_id, error=str(exc)
+            )
 
 
 async def _vectors(

@@ -290,6 +290,14 @@ INGEST_CHUNKS_PER_SECOND = Histogram(
     "Ingestion throughput of one document: its chunks divided by its embed + index time.",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
 )
+VECTOR_INDEX_SYNC = Histogram(
+    "vocalis_vector_index_sync_seconds",
+    "Time the embedded store's HNSW graph of one knowledge base took to catch up with the "
+    "LanceDB table, by kind (`build`: the first build in a process; `catch_up`: after writes, or after "
+    "loading a saved graph).",
+    ["kind"],
+    buckets=LATENCY_BUCKETS,
+)
 DOCUMENTS = Counter(
     "vocalis_documents_total",
     "Documents entering each ingestion status (queued, processing, ready, failed).",
