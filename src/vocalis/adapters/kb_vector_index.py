@@ -12,7 +12,8 @@ vectors) built per knowledge base, while LanceDB stays the one source of truth:
   catches up: the (id, row id) pairs of that knowledge base are scanned, ids that vanished
   are removed from the graph, new ids and ids whose row id changed (an update, or a
   compaction moving rows) have their vectors read and are added — a vector that did not
-  change (compaction) keeps its node.
+  change (compaction) keeps its node. This relies on LanceDB's default row ids, which an
+  update or a compaction changes; the table is never created with stable row ids.
 - Hits are read back from LanceDB by row id, and every row is checked against the
   organisation, knowledge base and chunk id it was indexed for before it is returned; a
   row that does not match (the table changed under the query) falls back to a lookup by
