@@ -328,8 +328,8 @@ class KbIndexes:
         built = index.version is None
         await asyncio.to_thread(index.apply, removed, unchanged, added)
         index.version = version
-        if not index.labels:
-            self.forget(index.org_id, index.kb_id)
+        if not index.labels:  # kept (with its version) so an empty one is not re-scanned
+            index_file(self._folder, index.org_id, index.kb_id).unlink(missing_ok=True)
         elif len(index) >= self._settings.persist_min_rows and (
             built or index.changes_since_save >= max(1_000, len(index) // 5)
         ):
