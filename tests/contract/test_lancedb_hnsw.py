@@ -7,6 +7,7 @@ so a silent fall-back to LanceDB's own search cannot make it pass.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -221,3 +222,22 @@ async def test_a_graph_file_of_another_pair_is_not_loaded(tmp_path: Path) -> Non
     assert found and all(i.startswith("b") for i in found)
     assert set(graph(again, ORG_B, "kb_1").labels) == {f"b{i}" for i in range(150)}
     await again.close()
+
+
+async def test_a_stale_row_id_never_returns_another_orgs_row(store: LanceDBVectorStore) -> None:
+    """Hits are read back by row id; a row id that now points elsewhere is not trusted."""
+    vecs = vectors(100, seed=19)
+    await store.upsert(ORG_A, records(vecs, "c"))
+    # The same chunk ids in org B (ids are unique per organisation only), other texts.
+    await store.upsert(ORG_B, [replace(r, text="org b " + r.text) for r in records(vecs, "c")])
+    query = vecs[8]
+    assert (await ids(store, ORG_A, query))[0] == "c8"
+    await ids(store, ORG_B, query)
+    index_a, index_b = graph(store, ORG_A, "kb_1"), graph(store, ORG_B, "kb_1")
+    # Point every org A chunk at the row of org B's twin (what a compaction racing the
+    # query could do), without moving the table version.
+    for chunk_id in index_a.row_ids:
+        index_a.row_ids[chunk_id] = index_b.row_ids[chunk_id]
+    hits = await store.query(ORG_A, QueryRequest(vector=query.tolist(), kb_ids=["kb_1"]))
+    assert hits[0].id == "c8"
+    assert all(h.text.startswith("chunk c") for h in hits)
