@@ -220,6 +220,13 @@ VOICE_TURN_DECISIONS = Counter(
     "plain silence decided).",
     ["detector", "outcome"],
 )
+VOICE_TURN_TEXT = Counter(
+    "vocalis_voice_turn_text_verdicts_total",
+    "What the words at a pause said about the turn (its speculative transcript, read by "
+    "`voice.completeness`): `complete` (a finished question), `incomplete` (they cannot end "
+    "a turn: the turn waits longer), `none` (no opinion: the end-of-turn model decides).",
+    ["verdict"],
+)
 
 # --- telephony ----------------------------------------------------------------------------
 TELEPHONY_CALLS = Counter(

@@ -131,6 +131,16 @@ class SpeechPaused(ControlFrame):
 
 
 @dataclass
+class TurnTextHint(ControlFrame):
+    """STT, upstream to the VAD: what the words up to the pause at `audio_end_ms` say about
+    the turn (`voice.completeness.transcript_complete`): True finished, False cannot be
+    finished, None no opinion. Sent once per pause transcribed for speculation."""
+
+    audio_end_ms: float
+    complete: bool | None
+
+
+@dataclass
 class SpeechResumed(ControlFrame):
     """VAD: the user went on speaking after a pause: the turn was not over."""
 

@@ -39,6 +39,7 @@ from vocalis.core.metrics import (
     VOICE_SPECULATIONS,
     VOICE_TURN_DECISION,
     VOICE_TURN_DECISIONS,
+    VOICE_TURN_TEXT,
 )
 from vocalis.ports.speech import VoiceEngines
 from vocalis.voice.frames import (
@@ -726,6 +727,8 @@ def prometheus_observer(
             VOICE_TURN_DECISION.labels(turn_detector).observe(value)
         elif name.startswith("turn_decisions_"):
             VOICE_TURN_DECISIONS.labels(turn_detector, name.removeprefix("turn_decisions_")).inc()
+        elif name.startswith("turn_text_"):
+            VOICE_TURN_TEXT.labels(name.removeprefix("turn_text_")).inc()
         elif name == "stt_seconds":
             STT_LATENCY.labels(stt_engine).observe(value)
         elif name == "stt_real_time_factor":

@@ -28,6 +28,7 @@ from vocalis.ports.speech import TurnDetector
 from vocalis.ports.stt import PartialTranscriber, SpeechToText, Transcript, UtteranceTranscriber
 from vocalis.ports.tts import TextToSpeech
 from vocalis.ports.vad import VoiceActivityDetector
+from vocalis.voice.completeness import transcript_complete
 from vocalis.voice.frames import (
     AudioIn,
     BargeIn,
@@ -57,6 +58,7 @@ from vocalis.voice.frames import (
     TTSAudio,
     TTSSentenceEnd,
     TTSSentenceStart,
+    TurnTextHint,
 )
 from vocalis.voice.sentences import SentenceChunker
 from vocalis.voice.turns import VoiceTurn, turn_span
@@ -309,6 +311,14 @@ class EndpointingConfig:
     turn_decision_ms: float | None = None
     turn_threshold: float = 0.9
     max_silence_ms: float = 3000.0
+    # The words' half (`TurnTextHint`, from the pause's speculative transcript): words that
+    # cannot end a turn make it wait at least `incomplete_wait_ms`; a question that reads
+    # finished ends it at the decision when the model said at least `question_floor`. A
+    # decision to end waits up to `text_hint_wait_ms` more for a hint still being transcribed
+    # (the speculative reply needs that transcript anyway: the wait costs the answer little).
+    incomplete_wait_ms: float = 1500.0
+    question_floor: float = 0.5
+    text_hint_wait_ms: float = 400.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.neg_threshold <= self.threshold <= 1.0:
@@ -379,6 +389,8 @@ class VADProcessor(FrameProcessor):
         self._decision_ms: float | None = None
         self._stopped_decision: tuple[float | None, float | None] = (None, None)
         self._decision_task: asyncio.Task[None] | None = None
+        # The words' verdict on the current pause: (audio_end_ms of the pause, complete).
+        self._hint: tuple[float, bool | None] | None = None
         self._vad = vad
         self._stream = vad.new_stream()
         self._window_ms = vad.window_samples * 1000.0 / vad.sample_rate
@@ -406,6 +418,9 @@ class VADProcessor(FrameProcessor):
         """Classify audio and emit turn events after the audio they concern."""
         if isinstance(frame, _TurnDecided):
             await self._on_decision(frame)
+            return
+        if isinstance(frame, TurnTextHint):
+            await self._on_text_hint(frame)
             return
         if not isinstance(frame, AudioIn) or direction is UPSTREAM:
             await self.push_frame(frame, direction)
@@ -524,7 +539,48 @@ class VADProcessor(FrameProcessor):
             return False
         if self._probability is None:  # the model failed: silence decides
             return self._silence_ms >= cfg.stop_silence_ms
-        return self._silence_ms >= turn_wait_ms(self._probability, cfg)
+        return self._silence_ms >= self._wait_ms(self._probability)
+
+    def _wait_ms(self, probability: float) -> float:
+        """The model's wait (`turn_wait_ms`), corrected by what the words say."""
+        cfg = self.config
+        wait = turn_wait_ms(probability, cfg)
+        hint = self._current_hint()
+        if hint is False:
+            return min(cfg.max_silence_ms, max(wait, cfg.incomplete_wait_ms))
+        if hint is True and probability >= cfg.question_floor:
+            return cfg.turn_decision_ms or 0.0
+        if hint is None and self._hint_pending() and wait <= (cfg.turn_decision_ms or 0.0):
+            # The model says end; the pause's words are still being transcribed.
+            return wait + cfg.text_hint_wait_ms
+        return wait
+
+    def _current_hint(self) -> bool | None:
+        hint = self._hint
+        if hint is None or hint[0] != self._last_speech_end_ms:
+            return None
+        return hint[1]
+
+    def _hint_pending(self) -> bool:
+        """A pause was reported for this silence and its words have not come back yet."""
+        hint = self._hint
+        return self._paused and (hint is None or hint[0] != self._last_speech_end_ms)
+
+    async def _on_text_hint(self, frame: TurnTextHint) -> None:
+        if not self.speaking or frame.audio_end_ms != self._last_speech_end_ms:
+            return  # stale: the user spoke again, or the turn already ended
+        self._hint = (frame.audio_end_ms, frame.complete)
+        verdict = {True: "complete", False: "incomplete", None: "none"}[frame.complete]
+        await self.report_metric(f"turn_text_{verdict}", 1.0)
+        if self._decided and self._turn_over(False):
+            await self._end_turn_now()
+
+    async def _end_turn_now(self) -> None:
+        self._stopped_decision = (self._probability, self._decision_ms)
+        self._forget_decision()
+        self.speaking = self._paused = False
+        self._onset_ms = 0.0
+        await self._emit(("stop", self._vad_ms), self._rate or self._vad.sample_rate)
 
     def _forget_decision(self) -> None:
         """Speech went on (or the turn ended): a decision in flight is stale."""
@@ -568,11 +624,7 @@ class VADProcessor(FrameProcessor):
             outcome = "end" if ends else "wait"
         await self.report_metric(f"turn_decisions_{outcome}", 1.0)
         if self._turn_over(False):
-            self._stopped_decision = (self._probability, self._decision_ms)
-            self._forget_decision()
-            self.speaking = self._paused = False
-            self._onset_ms = 0.0
-            await self._emit(("stop", self._vad_ms), self._rate or self._vad.sample_rate)
+            await self._end_turn_now()
 
     async def stop(self) -> None:
         """Cancel a decision in flight, then the worker."""
@@ -705,9 +757,13 @@ class STTProcessor(FrameProcessor):
         return max(0, int((audio_ms - self._audio_start_ms) / 1000.0 * self._rate) * 2)
 
     async def _pause(self, frame: SpeechPaused) -> None:
-        """Transcribe the speech since the last pause; offer the turn so far for speculation."""
+        """Transcribe the speech since the last pause; offer the turn so far for speculation,
+        and tell the VAD upstream what the words say about the turn (`TurnTextHint`)."""
         end = min(len(self._audio), self._bytes_at(frame.audio_end_ms + self._trailing_pad_ms))
         if end <= self._cut_bytes:
+            await self.push_frame(
+                TurnTextHint(audio_end_ms=frame.audio_end_ms, complete=None), UPSTREAM
+            )
             return
         started = time.perf_counter()
         with turn_span(
@@ -726,6 +782,10 @@ class STTProcessor(FrameProcessor):
         self._segment_seconds += time.perf_counter() - started
         await self.report_metric("stt_seconds", time.perf_counter() - started)
         text = " ".join(self._segments)
+        complete = transcript_complete(text, transcript.language) if text else None
+        await self.push_frame(
+            TurnTextHint(audio_end_ms=frame.audio_end_ms, complete=complete), UPSTREAM
+        )
         if text:
             await self.push_frame(
                 TranscriptFinal(

@@ -13,15 +13,23 @@ import pytest
 
 from tests.unit.voice.conftest import Speak
 from tests.unit.voice.pipeline_helpers import audio_frames, of_type
+from vocalis.adapters.faster_whisper_stt import FasterWhisperSTT
 from vocalis.adapters.silero_vad import SileroVAD
 from vocalis.adapters.smart_turn import SmartTurnDetector, log_mel_features
 from vocalis.core.audio import pcm16_to_float32, silence
 from vocalis.ports.speech import TurnDetector
 from vocalis.realtime.protocol import Session
 from vocalis.realtime.voice_serializer import voice_settings
+from vocalis.voice.completeness import transcript_complete
 from vocalis.voice.frames import EndFrame, Frame, MetricFrame, SpeechStopped
 from vocalis.voice.pipeline import TurnModelConfig
-from vocalis.voice.processors import EndpointingConfig, Pipeline, VADProcessor, turn_wait_ms
+from vocalis.voice.processors import (
+    EndpointingConfig,
+    Pipeline,
+    STTProcessor,
+    VADProcessor,
+    turn_wait_ms,
+)
 
 FINISHED = "How long does shipping to Canada take?"
 UNFINISHED = "I want to change my"
@@ -204,3 +212,98 @@ def test_semantic_vad_asks_the_model_and_server_vad_does_not() -> None:
     server_detection = voice_settings(server).turn_detection
     assert semantic_detection is not None and semantic_detection.eagerness == "low"
     assert server_detection is not None and server_detection.eagerness is None
+
+
+class _FixedDetector:
+    """A turn model that always answers `probability`: isolates how the words' verdict
+    combines with the model's (the real model's answers on espeak speech vary by phrase)."""
+
+    name = "fixed"
+    sample_rate = 16000
+
+    def __init__(self, probability: float) -> None:
+        self.probability = probability
+
+    async def end_of_turn_probability(self, pcm16: bytes) -> float:
+        return self.probability
+
+
+# Speculation reports the pause at 150 ms: its transcript (real Whisper) reaches the VAD as
+# a `TurnTextHint` around the model's decision at 200 ms; a decision to end waits for it
+# (here up to 1 s, so that a slow machine's transcription still counts).
+WORDS = EndpointingConfig(
+    turn_decision_ms=200.0,
+    turn_threshold=0.9,
+    max_silence_ms=3000.0,
+    pause_ms=150.0,
+    text_hint_wait_ms=1000.0,
+)
+
+
+async def words_and_model(
+    silero: SileroVAD, whisper: FasterWhisperSTT, probability: float, speech: bytes
+) -> list[Frame]:
+    """VAD (a fixed model) then real STT at the pause; 3 s of silence at real-time pace."""
+    loop = asyncio.get_running_loop()
+    stages = [VADProcessor(silero, WORDS, turn=_FixedDetector(probability)), STTProcessor(whisper)]
+    async with Pipeline(stages) as pipeline:
+        for frame in audio_frames(silence(0.3, 16000) + speech):
+            await pipeline.queue_frame(frame)
+        started = loop.time()
+        for index, frame in enumerate(audio_frames(silence(3.2, 16000))):
+            await asyncio.sleep(max(0.0, started + index * 0.02 - loop.time()))
+            await pipeline.queue_frame(frame)
+        await pipeline.queue_frame(EndFrame())
+        out: list[Frame] = []
+        while not isinstance(frame := await asyncio.wait_for(pipeline.output.get(), 30), EndFrame):
+            out.append(frame)
+        return out
+
+
+async def test_words_that_cannot_end_a_turn_overrule_a_confident_model(
+    silero: SileroVAD, whisper: FasterWhisperSTT, speak: Speak
+) -> None:
+    out = await words_and_model(silero, whisper, 0.97, await speak("I have a question about"))
+    [stopped] = of_type(out, SpeechStopped)
+    assert stopped.silence_ms >= WORDS.incomplete_wait_ms, stopped
+    assert "turn_text_incomplete" in [frame.name for frame in of_type(out, MetricFrame)]
+
+
+async def test_a_finished_question_ends_the_turn_although_the_model_hesitates(
+    silero: SileroVAD, whisper: FasterWhisperSTT, speak: Speak
+) -> None:
+    out = await words_and_model(silero, whisper, 0.6, await speak(FINISHED))
+    [stopped] = of_type(out, SpeechStopped)
+    # The model alone would wait turn_wait_ms(0.6) (~1.8 s); the question mark ends it now.
+    assert stopped.silence_ms < 800 < turn_wait_ms(0.6, WORDS), stopped
+    assert "turn_text_complete" in [frame.name for frame in of_type(out, MetricFrame)]
+
+
+async def test_without_an_opinion_from_the_words_the_model_decides(
+    silero: SileroVAD, whisper: FasterWhisperSTT, speak: Speak
+) -> None:
+    out = await words_and_model(silero, whisper, 0.97, await speak("I want to change my plan."))
+    [stopped] = of_type(out, SpeechStopped)
+    assert stopped.silence_ms < 800, stopped  # a confident model ends a plain statement
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("How long does shipping to Canada take?", True),
+        ("Can you tell me about", False),
+        ("I have a question about.", False),
+        ("My husband and I", False),
+        ("We moved house and...", False),
+        ("So basically,", False),
+        ("Before I forget", False),
+        ("Before I forget, can you check my balance?", True),
+        ("I'd like to cancel my roaming add-on.", None),
+        ("Thank you.", None),
+        ("What are you looking at?", False),
+        ("", None),
+    ],
+)
+def test_what_the_words_say_about_the_turn(text: str, verdict: bool | None) -> None:
+    assert transcript_complete(text) is verdict
+    assert transcript_complete(text, "de") is None  # English rules only
