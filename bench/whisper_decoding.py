@@ -18,10 +18,12 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` from a checkout
 from bench.voice_engines import QUESTIONS
 
 from vocalis.adapters.espeak_tts import EspeakTTS
