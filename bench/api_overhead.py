@@ -51,7 +51,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -106,6 +106,62 @@ def _stop(process: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def vocalis_env(workdir: Path, port: int) -> dict[str, str]:
+    """The environment of a benchmarked `vocalis run`: its data dir and port, and rate limits
+    out of the way (one key sends everything: every class's bucket too, still taken)."""
+    return {
+        **os.environ,
+        "VOCALIS_DATA_DIR": str(workdir / "data"),
+        "VOCALIS_PORT": str(port),
+        "VOCALIS_RATE_LIMIT_PER_MINUTE": "100000000",
+        "VOCALIS_RATE_LIMIT_BURST": "100000000",
+        "VOCALIS_RATE_LIMIT_CLASSES": json.dumps(
+            {
+                name: {"per_minute": 100_000_000, "burst": 100_000_000}
+                for name in ("reads", "writes", "chat_turns", "uploads", "realtime_handshakes")
+            }
+        ),
+    }
+
+
+class ServerGroup(Protocol):
+    """What `start_vocalis` records its process and key on (each bench's `Servers`)."""
+
+    key: str
+    processes: list[subprocess.Popen[Any]]
+
+    def stop(self) -> None: ...
+
+
+def start_vocalis(workdir: Path, env: dict[str, str], servers: ServerGroup, url: str) -> None:
+    """Start `vocalis run` in `workdir` as one of `servers`, take the API key it prints and
+    wait until it answers at `url`; the servers are stopped when it does not."""
+    log = (workdir / "vocalis.log").open("wb")
+    process = subprocess.Popen(
+        [PYTHON, "-m", "vocalis", "run"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    servers.processes.append(process)
+    assert process.stdout is not None
+    for raw in process.stdout:
+        line = raw.decode().strip()
+        if line.startswith("VOCALIS_API_KEY="):
+            servers.key = line.split("=", 1)[1]
+            break
+    if not servers.key:
+        servers.stop()
+        raise RuntimeError(f"vocalis run printed no key; see {workdir / 'vocalis.log'}")
+    try:
+        _wait_http(url + "/healthz", process=process)
+    except BaseException:
+        servers.stop()
+        raise
 
 
 # --- the servers -----------------------------------------------------------------------------
@@ -173,21 +229,7 @@ def _pg_database() -> tuple[str, Any]:
 
 def start_servers(args: argparse.Namespace, workdir: Path) -> Servers:
     vport, bport = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "VOCALIS_DATA_DIR": str(workdir / "data"),
-        "VOCALIS_PORT": str(vport),
-        "VOCALIS_RATE_LIMIT_PER_MINUTE": "100000000",
-        "VOCALIS_RATE_LIMIT_BURST": "100000000",
-        # One key sends everything: every class's bucket out of the way too (still taken).
-        "VOCALIS_RATE_LIMIT_CLASSES": json.dumps(
-            {
-                name: {"per_minute": 100_000_000, "burst": 100_000_000}
-                for name in ("reads", "writes", "chat_turns", "uploads", "realtime_handshakes")
-            }
-        ),
-        "VOCALIS_SERVE_WORKERS": str(args.workers),
-    }
+    env = vocalis_env(workdir, vport) | {"VOCALIS_SERVE_WORKERS": str(args.workers)}
     servers = Servers(f"http://127.0.0.1:{vport}", f"http://127.0.0.1:{bport}", key="")
     if not args.services:
         from vocalis.adapters import embedded_redis
@@ -208,25 +250,7 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> Servers:
             "VOCALIS_REDIS_URL": f"{args.redis_url}/{redis_db}",
             "VOCALIS_DOCUMENT_STORE_URL": mongo_url,
         }
-    log = (workdir / "vocalis.log").open("wb")
-    vocalis = subprocess.Popen(
-        [PYTHON, "-m", "vocalis", "run"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        start_new_session=True,
-    )
-    servers.processes.append(vocalis)
-    assert vocalis.stdout is not None
-    for raw in vocalis.stdout:
-        line = raw.decode().strip()
-        if line.startswith("VOCALIS_API_KEY="):
-            servers.key = line.split("=", 1)[1]
-            break
-    if not servers.key:
-        servers.stop()
-        raise RuntimeError(f"vocalis run printed no key; see {workdir / 'vocalis.log'}")
+    start_vocalis(workdir, env, servers, servers.vocalis_url)
     bare = subprocess.Popen(
         [PYTHON, "-m", "bench.bare_app", "--port", str(bport), "--workers", str(args.workers)],
         cwd=ROOT,
@@ -236,7 +260,6 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> Servers:
     )
     servers.processes.append(bare)
     try:
-        _wait_http(servers.vocalis_url + "/healthz", process=vocalis)
         _wait_http(servers.bare_url + "/healthz", process=bare)
     except BaseException:
         servers.stop()

@@ -55,15 +55,17 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.api_overhead import _free_port, _pg_database, _stop, _wait_http  # noqa: E402
+from bench.api_overhead import (  # noqa: E402
+    PASSAGE,
+    QUESTION,
+    _free_port,
+    _pg_database,
+    _stop,
+    start_vocalis,
+    vocalis_env,
+)
 
 PYTHON = sys.executable
-QUESTION = "When is the support line open?"
-PASSAGE = (
-    "The support line is open Monday to Friday from nine in the morning until five in "
-    "the evening. Refunds are given within thirty days of purchase. Shipping to Canada "
-    "takes five to seven business days. We accept Visa, Mastercard and PayPal."
-)
 WEIGHTS = {"read": 50, "write": 20, "chat": 27, "upload": 3}
 DOCS_BEGIN = "<!-- load-bench:begin -->"
 DOCS_END = "<!-- load-bench:end -->"
@@ -177,20 +179,7 @@ def _private_postgres(workdir: Path) -> tuple[str, Any]:
 
 def start(args: argparse.Namespace, workdir: Path) -> Servers:
     port = _free_port()
-    env = {
-        **os.environ,
-        "VOCALIS_DATA_DIR": str(workdir / "data"),
-        "VOCALIS_PORT": str(port),
-        "VOCALIS_RATE_LIMIT_PER_MINUTE": "100000000",
-        "VOCALIS_RATE_LIMIT_BURST": "100000000",
-        # One key sends everything: every class's bucket out of the way too (still taken).
-        "VOCALIS_RATE_LIMIT_CLASSES": json.dumps(
-            {
-                name: {"per_minute": 100_000_000, "burst": 100_000_000}
-                for name in ("reads", "writes", "chat_turns", "uploads", "realtime_handshakes")
-            }
-        ),
-    }
+    env = vocalis_env(workdir, port)
     servers = Servers(f"http://127.0.0.1:{port}", key="")
     if not args.services:
         from vocalis.adapters import embedded_redis
@@ -210,30 +199,7 @@ def start(args: argparse.Namespace, workdir: Path) -> Servers:
 
         redis.Redis.from_url(redis_url).flushdb()
         env |= {"VOCALIS_DATABASE_URL": database_url, "VOCALIS_REDIS_URL": redis_url}
-    log = (workdir / "vocalis.log").open("wb")
-    process = subprocess.Popen(
-        [PYTHON, "-m", "vocalis", "run"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        start_new_session=True,
-    )
-    servers.processes.append(process)
-    assert process.stdout is not None
-    for raw in process.stdout:
-        line = raw.decode().strip()
-        if line.startswith("VOCALIS_API_KEY="):
-            servers.key = line.split("=", 1)[1]
-            break
-    if not servers.key:
-        servers.stop()
-        raise RuntimeError(f"vocalis run printed no key; see {workdir / 'vocalis.log'}")
-    try:
-        _wait_http(servers.url + "/healthz", process=process)
-    except BaseException:
-        servers.stop()
-        raise
+    start_vocalis(workdir, env, servers, servers.url)
     return servers
 
 
