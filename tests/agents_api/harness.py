@@ -290,6 +290,30 @@ async def live_server(tmp_path: Path, redis_url: str) -> AsyncIterator[LiveServe
         yield live
 
 
+# --- with the llama.cpp test server (a module also imports tests/fixtures/llama_server.py) ---
+LOCAL_SERVERS = "127.0.0.1"  # the outbound allow-list that lets agents reach llama.cpp
+
+
+@pytest.fixture
+async def llama_live_server(tmp_path: Path, redis_url: str) -> AsyncIterator[LiveServer]:
+    """The live server (SQLite, fakes at the edges), allowed to reach the local llama.cpp
+    server."""
+    settings = sqlite_settings(tmp_path, redis_url, outbound_allowlist=LOCAL_SERVERS)
+    async for live in serve_live(settings):
+        yield live
+
+
+@pytest.fixture
+async def llama_agent_api(
+    tmp_path: Path, redis_url: str, llama_server_url: str
+) -> AsyncIterator[tuple[AgentApi, str]]:
+    """The in-process app (SQLite), allowed to reach the local llama.cpp server, and the
+    server's URL."""
+    settings = sqlite_settings(tmp_path, redis_url, outbound_allowlist=LOCAL_SERVERS)
+    async for api in start_agent_api(settings):
+        yield api, llama_server_url
+
+
 def sse_events(body: str) -> list[tuple[str | None, str]]:
     """Parse a server-sent-events body into (event name, data) pairs, checking the framing."""
     assert body.endswith("\n\n"), "every event ends with a blank line"

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,9 +20,7 @@ import pytest
 
 from tests.agents_api import harness
 from tests.agents_api.harness import REFUND_PASSAGES, LiveServer, sse_events
-from tests.api.conftest import make_settings
-from tests.fixtures.llama_server import MODEL_ALIAS, llama_server_url  # noqa: F401
-from vocalis.core.migrate import upgrade
+from tests.fixtures.llama_server import MODEL_ALIAS, llama_model, llama_server_url  # noqa: F401
 from vocalis.ports.retriever import InMemoryRetriever
 
 TIMEOUT_S = 600  # two llama.cpp generations per turn, on a CPU shared with the suite
@@ -32,27 +28,15 @@ TIMEOUT_S = 600  # two llama.cpp generations per turn, on a CPU shared with the 
 
 @pytest.fixture
 async def llama_live(
-    tmp_path: Path,
-    redis_url: str,
+    llama_live_server: LiveServer,
     llama_server_url: str,  # noqa: F811
-) -> AsyncIterator[tuple[LiveServer, str]]:
-    """The live server, allowed to reach the local llama.cpp server."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/vocalis.db"
-    settings = make_settings(tmp_path, url, redis_url, outbound_allowlist="127.0.0.1")
-    await asyncio.to_thread(upgrade, url)
-    backends = await harness.build_backends(settings)
-    app = harness.build_app(settings)
-    server, thread, port = await asyncio.to_thread(harness._serve, app)
-    try:
-        _, retriever = harness.install_fakes(app.state.backends)
-        tenant = await harness.create_tenant(backends, "Acme")
-        retriever.add(tenant.org_id, "kb_policies", REFUND_PASSAGES)
-        await harness.knowledge_base_rows(backends, tenant.org_id, "kb_policies")
-        yield LiveServer(f"http://127.0.0.1:{port}", app, backends, tenant), llama_server_url
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 30)
-        await backends.close()
+) -> tuple[LiveServer, str]:
+    """The live server reaching the llama.cpp server, Acme's refund policies in a knowledge
+    base, and the llama.cpp server's URL."""
+    live = llama_live_server
+    live.retriever.add(live.tenant.org_id, "kb_policies", REFUND_PASSAGES)
+    await harness.knowledge_base_rows(live.backends, live.tenant.org_id, "kb_policies")
+    return live, llama_server_url
 
 
 CREW = {
@@ -76,15 +60,7 @@ def _agent(runtime: str, llama_url: str) -> dict[str, Any]:
         **({"crew": CREW} if runtime == "crewai" else {}),
         "knowledge_base_ids": ["kb_policies"],
         "tools": [{"type": "search_knowledge"}],
-        "model": {
-            "provider": "openai",
-            "model": MODEL_ALIAS,
-            "base_url": llama_url,
-            "temperature": 0.0,
-            "max_tokens": 48,
-            "timeout_s": 90,
-            "tool_choice": "search_knowledge",
-        },
+        "model": llama_model(llama_url, timeout_s=90, tool_choice="search_knowledge"),
     }
 
 
@@ -166,19 +142,6 @@ async def test_a_runtime_answers_over_rest_sse_and_realtime_with_a_forced_tool(
     await client.close()
 
 
-@pytest.fixture
-async def llama_agent_api(
-    tmp_path: Path,
-    redis_url: str,
-    llama_server_url: str,  # noqa: F811
-) -> AsyncIterator[tuple[harness.AgentApi, str]]:
-    """The in-process app (SQLite), allowed to reach the local llama.cpp server."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/vocalis.db"
-    settings = make_settings(tmp_path, url, redis_url, outbound_allowlist="127.0.0.1")
-    async for api in harness.start_agent_api(settings):
-        yield api, llama_server_url
-
-
 @pytest.mark.timeout(900)
 async def test_an_agents_sdk_handoff_goes_to_an_agent_of_the_same_organisation(
     llama_agent_api: tuple[harness.AgentApi, str],
@@ -197,15 +160,9 @@ async def test_an_agents_sdk_handoff_goes_to_an_agent_of_the_same_organisation(
         instructions="You route customers. Invoices go to billing.",
         runtime="openai_agents",
         handoffs=[billing["id"]],
-        model={
-            "provider": "openai",
-            "model": MODEL_ALIAS,
-            "base_url": llama_url,
-            "temperature": 0.0,
-            "max_tokens": 32,
-            "timeout_s": 90,
-            "tool_choice": "transfer_to_billing",  # a forced handoff
-        },
+        model=llama_model(
+            llama_url, max_tokens=32, timeout_s=90, tool_choice="transfer_to_billing"
+        ),  # a forced handoff
     )
     conversation = await api.conversation(acme, front["id"])
     reply = await api.say(acme, conversation["id"], "Hello!")

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.agents_api.harness import AgentApi, start_agent_api
-from tests.api.conftest import make_settings
-from tests.fixtures.llama_server import MODEL_ALIAS, llama_server_url  # noqa: F401
+from tests.agents_api.harness import AgentApi
+from tests.fixtures.llama_server import MODEL_ALIAS, llama_model, llama_server_url  # noqa: F401
 from vocalis.agents.events import ToolCallEvent
 from vocalis.agents.tools.client import ClientTool, ToolOutput
 from vocalis.conversations import service
@@ -22,19 +17,6 @@ WEATHER = ClientTool(
     "The current weather in a city.",
     {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 )
-
-
-@pytest.fixture
-async def llama_agent_api(
-    tmp_path: Path,
-    redis_url: str,
-    llama_server_url: str,  # noqa: F811
-) -> AsyncIterator[tuple[AgentApi, str]]:
-    """The app (SQLite) allowed to reach the local llama.cpp server."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/vocalis.db"
-    settings = make_settings(tmp_path, url, redis_url, outbound_allowlist="127.0.0.1")
-    async for api in start_agent_api(settings):
-        yield api, llama_server_url
 
 
 async def _run(api: AgentApi, org_id: str, conversation_id: str, **turn: Any) -> list[Any]:
@@ -54,14 +36,7 @@ async def test_the_model_calls_a_client_tool_and_answers_from_its_output(
 ) -> None:
     api, llama_url = llama_agent_api
     acme = await api.tenant("Acme")
-    model = {
-        "provider": "openai",
-        "model": MODEL_ALIAS,
-        "base_url": llama_url,
-        "temperature": 0.0,
-        "max_tokens": 48,
-        "timeout_s": 60,
-    }
+    model = llama_model(llama_url, timeout_s=60)
     agent = await api.agent(acme, instructions="You report the weather.", model=model)
     conversation = await api.conversation(acme, agent["id"])
     cid = conversation["id"]

@@ -11,7 +11,6 @@ with a small local model.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,9 +23,7 @@ from pydantic import BaseModel
 
 from tests.agents_api import harness
 from tests.agents_api.harness import LiveServer
-from tests.api.conftest import make_settings
-from tests.fixtures.llama_server import MODEL_ALIAS, llama_server_url  # noqa: F401
-from vocalis.core.migrate import upgrade
+from tests.fixtures.llama_server import llama_model, llama_server_url  # noqa: F401
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -47,37 +44,19 @@ async def agent_server(
     llama_server_url: str,  # noqa: F811
 ) -> AsyncIterator[tuple[LiveServer, str]]:
     """A live server with an agent on the llama.cpp model; yields it and the agent's id."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/vocalis.db"
-    settings = make_settings(tmp_path, url, redis_url, outbound_allowlist="127.0.0.1")
-    await asyncio.to_thread(upgrade, url)
-    backends = await harness.build_backends(settings)
-    app = harness.build_app(settings)
-    server, thread, port = await asyncio.to_thread(harness._serve, app)
-    try:
-        tenant = await harness.create_tenant(backends, "Acme")
-        live = LiveServer(f"http://127.0.0.1:{port}", app, backends, tenant)
+    settings = harness.sqlite_settings(
+        tmp_path, redis_url, outbound_allowlist=harness.LOCAL_SERVERS
+    )
+    async for live in harness.serve_live(settings, fakes=False):
         agent = {
             "name": "Weather desk",
             "instructions": "You are a helpful assistant. Answer briefly.",
-            "model": {
-                "provider": "openai",
-                "model": MODEL_ALIAS,
-                "base_url": llama_server_url,
-                "temperature": 0.0,
-                "max_tokens": 48,
-                "timeout_s": 120,
-            },
+            "model": llama_model(llama_server_url, timeout_s=120),
         }
-        async with httpx.AsyncClient(
-            base_url=live.base_url, headers=tenant.headers, timeout=30
-        ) as http:
+        async with live.client() as http:
             created = await http.post("/v1/agents", json=agent)
         assert created.status_code == 201, created.text
         yield live, created.json()["id"]
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 30)
-        await backends.close()
 
 
 def _sdk(live: LiveServer) -> openai.AsyncOpenAI:

@@ -13,6 +13,7 @@ from tests.agents_api.harness import (
     LiveServer,
     agent_api,
     live_server,
+    llama_live_server,
     mongo_agent_api,
     sqlite_agent_api,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "espeak",
     "lifecycle_server",
     "live_server",
+    "llama_live_server",
     "mongo_agent_api",
     "sqlite_agent_api",
     "voice_live",

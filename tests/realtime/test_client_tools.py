@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.agents_api import harness
 from tests.agents_api.harness import LiveServer
-from tests.api.conftest import make_settings
-from tests.fixtures.llama_server import MODEL_ALIAS, llama_server_url  # noqa: F401
-from vocalis.core.migrate import upgrade
+from tests.fixtures.llama_server import llama_model, llama_server_url  # noqa: F401
 
 WEATHER_TOOL = {
     "type": "function",
@@ -41,44 +36,23 @@ TIMEOUT_S = 90
 
 @pytest.fixture
 async def llama_live(
-    tmp_path: Path,
-    redis_url: str,
+    llama_live_server: LiveServer,
     llama_server_url: str,  # noqa: F811
-) -> AsyncIterator[tuple[LiveServer, str]]:
+) -> tuple[LiveServer, str]:
     """The live server, allowed to reach the local llama.cpp server, and an agent using it."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/vocalis.db"
-    settings = make_settings(tmp_path, url, redis_url, outbound_allowlist="127.0.0.1")
-    await asyncio.to_thread(upgrade, url)
-    backends = await harness.build_backends(settings)
-    app = harness.build_app(settings)
-    server, thread, port = await asyncio.to_thread(harness._serve, app)
-    try:
-        harness.install_fakes(app.state.backends)
-        tenant = await harness.create_tenant(backends, "Acme")
-        live = LiveServer(f"http://127.0.0.1:{port}", app, backends, tenant)
-        async with live.client() as http:
-            agent = await http.post(
-                "/v1/agents",
-                json={
-                    "name": "Weather desk",
-                    "instructions": "You report the weather.",
-                    "knowledge_base_ids": [],
-                    "model": {
-                        "provider": "openai",
-                        "model": MODEL_ALIAS,
-                        "base_url": llama_server_url,
-                        "temperature": 0.0,
-                        "max_tokens": 48,
-                        "timeout_s": 60,
-                    },
-                },
-            )
-            assert agent.status_code == 201, agent.text
-        yield live, str(agent.json()["id"])
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 30)
-        await backends.close()
+    live = llama_live_server
+    async with live.client() as http:
+        agent = await http.post(
+            "/v1/agents",
+            json={
+                "name": "Weather desk",
+                "instructions": "You report the weather.",
+                "knowledge_base_ids": [],
+                "model": llama_model(llama_server_url, timeout_s=60),
+            },
+        )
+        assert agent.status_code == 201, agent.text
+    return live, str(agent.json()["id"])
 
 
 async def _response(connection: Any) -> list[dict[str, Any]]:
