@@ -19,6 +19,7 @@ import pytest
 
 from tests.agents_api.harness import LiveServer
 from tests.fixtures.llama_server import llama_model, llama_server_url  # noqa: F401
+from tests.realtime.client import create_agent
 
 WEATHER_TOOL = {
     "type": "function",
@@ -40,19 +41,13 @@ async def llama_live(
     llama_server_url: str,  # noqa: F811
 ) -> tuple[LiveServer, str]:
     """The live server, allowed to reach the local llama.cpp server, and an agent using it."""
-    live = llama_live_server
-    async with live.client() as http:
-        agent = await http.post(
-            "/v1/agents",
-            json={
-                "name": "Weather desk",
-                "instructions": "You report the weather.",
-                "knowledge_base_ids": [],
-                "model": llama_model(llama_server_url, timeout_s=60),
-            },
-        )
-        assert agent.status_code == 201, agent.text
-    return live, str(agent.json()["id"])
+    agent_id = await create_agent(
+        llama_live_server,
+        name="Weather desk",
+        instructions="You report the weather.",
+        model=llama_model(llama_server_url, timeout_s=60),
+    )
+    return llama_live_server, agent_id
 
 
 async def _response(connection: Any) -> list[dict[str, Any]]:
