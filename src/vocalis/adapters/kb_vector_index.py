@@ -67,7 +67,7 @@ class HnswSettings:
 
     connectivity: int = 16
     expansion_add: int = 128
-    expansion_search: int = 256
+    expansion_search: int = 1024
     persist_min_rows: int = 10_000
 
 
