@@ -534,7 +534,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the stack, run every measurement, summarise."""
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(env="development", data_dir=Path(tmp), log_level="WARNING")
+        settings = Settings(env="development", data_dir=Path(tmp), log_level=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
         await asyncio.to_thread(upgrade, settings.resolved_database_url)
         backends = await build_backends(settings)
         app = create_app(settings)

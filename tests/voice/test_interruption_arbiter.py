@@ -54,6 +54,47 @@ async def test_no_words_within_the_configured_time_resumes_the_answer() -> None:
         assert kinds(await drain(pipe, FALSE_MS / 1000 * 2)) == ["ResumePlayback"]
 
 
+async def test_an_onset_that_comes_to_nothing_resumes_after_the_grace() -> None:
+    # The false-interruption deadline is far away here: only the onset's grace resumes.
+    config = InterruptionConfig(false_interruption_ms=5000.0, onset_grace_ms=100.0)
+    async with Pipeline([InterruptionArbiter(replying=lambda: True, config=config)]) as pipe:
+        await pipe.queue_frame(SpeechOnset())
+        await pipe.queue_frame(SpeechOnset(cancelled=True))
+        assert kinds(await drain(pipe, 0.05)) == ["PausePlayback"]  # not resumed at once
+        assert kinds(await drain(pipe, 0.2)) == ["ResumePlayback"]
+
+
+async def test_speech_that_comes_back_within_the_grace_keeps_the_answer_held() -> None:
+    # A word whose first sound dips below the VAD's threshold: onset, cancelled, onset again.
+    config = InterruptionConfig(false_interruption_ms=5000.0, onset_grace_ms=100.0)
+    async with Pipeline([InterruptionArbiter(replying=lambda: True, config=config)]) as pipe:
+        await pipe.queue_frame(SpeechOnset())
+        await pipe.queue_frame(SpeechOnset(cancelled=True))
+        await asyncio.sleep(0.03)
+        await pipe.queue_frame(SpeechOnset())
+        assert kinds(await drain(pipe, 0.3)) == ["PausePlayback"]  # still held: no resume
+        await pipe.queue_frame(SpeechOnset(long=True))
+        assert kinds(await drain(pipe, 0.05)) == ["BargeIn"]
+
+
+async def test_a_turn_too_short_to_count_then_more_speech_keeps_the_answer_held() -> None:
+    # "Wait," (too short to be a turn), a comma's pause, then the sentence: one interruption.
+    config = InterruptionConfig(false_interruption_ms=5000.0, onset_grace_ms=100.0)
+    async with Pipeline([InterruptionArbiter(replying=lambda: True, config=config)]) as pipe:
+        await pipe.queue_frame(SpeechOnset())
+        await pipe.queue_frame(
+            UserSpeechStarted(audio_start_ms=0.0, preroll=b"", sample_rate=16000)
+        )
+        short = SpeechStopped(audio_end_ms=300.0, speech_ms=120.0, silence_ms=200.0)
+        short.accepted = False
+        await pipe.queue_frame(short)
+        await asyncio.sleep(0.03)
+        await pipe.queue_frame(SpeechOnset())
+        assert "ResumePlayback" not in kinds(await drain(pipe, 0.3))
+        await pipe.queue_frame(SpeechOnset(cancelled=True))  # and nothing more: resumes
+        assert "ResumePlayback" in kinds(await drain(pipe, 0.3))
+
+
 async def test_words_that_come_after_the_resume_still_cut_the_answer_off() -> None:
     async with Pipeline([arbiter()]) as pipe:
         await pipe.queue_frame(SpeechOnset())

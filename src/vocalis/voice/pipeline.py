@@ -551,6 +551,13 @@ class InterruptionConfig:
     """When user speech over the agent's answer stops it (milliseconds)."""
 
     false_interruption_ms: float = 1500.0  # no interrupting words this long after the hold
+    # A held answer resumes this long after speech that came to nothing (an onset cancelled,
+    # a turn too short to count: a click, a breath, or a short first word: "Wait," then a
+    # comma's pause) unless speech comes back meanwhile: resuming at once let the answer
+    # play on into the sentence that followed (~0.6 s in bench/voice_latency.py). Longer
+    # than a comma's pause; a resumed answer continues where it was held, so noise costs
+    # only this wait.
+    onset_grace_ms: float = 600.0
 
 
 class InterruptionArbiter(FrameProcessor):
@@ -582,6 +589,7 @@ class InterruptionArbiter(FrameProcessor):
         self._in_turn = False  # that speech became a turn that has not ended
         self._speaking = False  # ... and is voiced right now
         self._awaiting = False  # ... and ended: its final transcript is due
+        self._onsets = 0  # onsets while judging: a grace timer resumes only after the last
         self._timers: list[asyncio.Task[None]] = []
 
     async def queue_frame(self, frame: Frame, direction: Direction = DOWNSTREAM) -> None:
@@ -590,10 +598,13 @@ class InterruptionArbiter(FrameProcessor):
             if frame.long:
                 if self._judging:
                     await self._cut_off()
-            elif not frame.cancelled and not self._judging and self._replying():
-                await self._hold()
-            elif frame.cancelled and self._judging and not self._in_turn:
-                await self._resume("false", done=True)
+            elif not frame.cancelled:
+                self._onsets += 1  # a grace timer still running no longer resumes
+                if not self._judging and self._replying():
+                    await self._hold()
+            elif self._judging and not self._in_turn:
+                onsets = self._onsets
+                self._timer(self.config.onset_grace_ms, lambda: self._onset_lapsed(onsets))
             return
         if isinstance(frame, Interruption):
             self._reset()
@@ -610,9 +621,10 @@ class InterruptionArbiter(FrameProcessor):
                 self._speaking = True
             elif isinstance(frame, SpeechStopped):
                 self._in_turn = self._speaking = False
-                if not frame.accepted:  # a cough, a click
+                if not frame.accepted:  # a cough, a click, or a short first word
                     await self.push_frame(frame, direction)
-                    await self._resume("false", done=True)
+                    onsets = self._onsets
+                    self._timer(self.config.onset_grace_ms, lambda: self._onset_lapsed(onsets))
                     return
                 self._awaiting = True
             elif isinstance(frame, TranscriptPartial | TranscriptFinal):
@@ -653,6 +665,11 @@ class InterruptionArbiter(FrameProcessor):
         self._reset()
         await self.report_metric("interruptions_interruption", 1.0)
         await self.push_frame(BargeIn())
+
+    async def _onset_lapsed(self, onsets: int) -> None:
+        """The onset came to nothing and no speech followed within the grace: resume."""
+        if self._judging and not self._in_turn and onsets == self._onsets:
+            await self._resume("false", done=True)
 
     async def _deadline(self) -> None:
         """No words yet: resume (words that still come in the transcript cut it off)."""
