@@ -421,6 +421,7 @@ class OpenAIAgentsEngine:
                     "content": settled.content,
                     "provider": report.provider,
                     "model": report.model,
+                    "citations": [asdict(c) for c in final.citations],
                 },
             ],
         )
