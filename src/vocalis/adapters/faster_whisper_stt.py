@@ -18,7 +18,7 @@ import hashlib
 import math
 import threading
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -211,42 +211,37 @@ class FasterWhisperSTT:
         self, pcm16: bytes, sample_rate: int, language: str | None = None
     ) -> Transcript:
         """Transcribe mono PCM16 with timestamps, in the worker pool."""
-        check_pcm16(pcm16)
-        if not pcm16:
-            return Transcript(text="", language=language, duration=0.0)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._transcribe_blocking, pcm16, sample_rate, language, False
-        )
+        return await self._in_pool(self._transcribe_blocking, pcm16, sample_rate, language, False)
 
     async def transcribe_partial(
         self, pcm16: bytes, sample_rate: int, language: str | None = None
     ) -> str:
         """Greedy, timestamp-free transcript of an utterance in progress."""
-        check_pcm16(pcm16)
-        if not pcm16:
-            return ""
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self._executor, self._utterance_blocking, pcm16, sample_rate, language, 1
-        )
-        return result.text
+        work = self._utterance_blocking
+        return (await self._in_pool(work, pcm16, sample_rate, language, 1)).text
 
     async def transcribe_utterance(
         self, pcm16: bytes, sample_rate: int, language: str | None = None
     ) -> Transcript:
         """A live utterance's text (no timestamps), encoded in a short window; in the pool."""
+        work = self._utterance_blocking
+        return await self._in_pool(work, pcm16, sample_rate, language, self._beam_size)
+
+    async def _in_pool(
+        self,
+        work: Callable[[bytes, int, str | None, Any], Transcript],
+        pcm16: bytes,
+        sample_rate: int,
+        language: str | None,
+        option: Any,
+    ) -> Transcript:
+        """Run one blocking transcription in the worker pool (empty audio: empty text)."""
         check_pcm16(pcm16)
         if not pcm16:
             return Transcript(text="", language=language, duration=0.0)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor,
-            self._utterance_blocking,
-            pcm16,
-            sample_rate,
-            language,
-            self._beam_size,
+            self._executor, work, pcm16, sample_rate, language, option
         )
 
     def _utterance_blocking(

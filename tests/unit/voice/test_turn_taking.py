@@ -25,6 +25,7 @@ from vocalis.voice.frames import EndFrame, Frame, MetricFrame, SpeechStopped
 from vocalis.voice.pipeline import TurnModelConfig
 from vocalis.voice.processors import (
     EndpointingConfig,
+    FrameProcessor,
     Pipeline,
     STTProcessor,
     VADProcessor,
@@ -51,8 +52,13 @@ async def turns(
     config: EndpointingConfig = MODEL,
 ) -> list[Frame]:
     """Feed `speech` at once, then `silence_s` of silence at real-time pace; all output."""
+    return await feed([VADProcessor(silero, config, turn=detector)], speech, silence_s)
+
+
+async def feed(stages: list[FrameProcessor], speech: bytes, silence_s: float) -> list[Frame]:
+    """Through `stages`: `speech` at once, then `silence_s` of silence in real time."""
     loop = asyncio.get_running_loop()
-    async with Pipeline([VADProcessor(silero, config, turn=detector)]) as pipeline:
+    async with Pipeline(stages) as pipeline:
         for frame in audio_frames(silence(0.3, 16000) + speech):
             await pipeline.queue_frame(frame)
         started = loop.time()
@@ -244,20 +250,8 @@ async def words_and_model(
     silero: SileroVAD, whisper: FasterWhisperSTT, probability: float, speech: bytes
 ) -> list[Frame]:
     """VAD (a fixed model) then real STT at the pause; 3 s of silence at real-time pace."""
-    loop = asyncio.get_running_loop()
     stages = [VADProcessor(silero, WORDS, turn=_FixedDetector(probability)), STTProcessor(whisper)]
-    async with Pipeline(stages) as pipeline:
-        for frame in audio_frames(silence(0.3, 16000) + speech):
-            await pipeline.queue_frame(frame)
-        started = loop.time()
-        for index, frame in enumerate(audio_frames(silence(3.2, 16000))):
-            await asyncio.sleep(max(0.0, started + index * 0.02 - loop.time()))
-            await pipeline.queue_frame(frame)
-        await pipeline.queue_frame(EndFrame())
-        out: list[Frame] = []
-        while not isinstance(frame := await asyncio.wait_for(pipeline.output.get(), 30), EndFrame):
-            out.append(frame)
-        return out
+    return await feed(stages, speech, 3.2)
 
 
 async def test_words_that_cannot_end_a_turn_overrule_a_confident_model(
