@@ -618,7 +618,7 @@ class Settings(BaseSettings):
         "1000",
     )
     voice_speculation_pause_ms: int = setting(
-        150,
+        200,
         "Silence after which the reply is prepared speculatively (transcription, agent, the "
         "first clause's synthesis) before the turn is confirmed; its audio is sent only once "
         "the turn ends, and it is dropped without a trace if the user goes on. 0 = off.",

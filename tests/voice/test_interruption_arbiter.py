@@ -146,4 +146,6 @@ async def test_speech_when_nothing_is_being_said_is_not_judged() -> None:
 def test_backchannels_and_noise_annotations_are_not_interrupting_words() -> None:
     assert interrupting_words("Uh-huh. Okay, I see.") == []
     assert interrupting_words("[coughs] (laughs)") == []
+    assert interrupting_words("U.") == []  # Whisper's guess at a blip
+    assert interrupting_words("Wait, a") == ["wait"]
     assert interrupting_words("Okay, but what about Canada?") == ["but", "what", "about", "canada"]

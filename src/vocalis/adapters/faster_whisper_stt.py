@@ -155,6 +155,7 @@ class FasterWhisperSTT:
         beam_size: int = 5,
         device: str = "cpu",
         default_language: str | None = "en",
+        utterance_window_s: float | None = UTTERANCE_WINDOW_S,
     ) -> None:
         if packaged not in PACKAGED_MODELS:
             raise ValueError(f"packaged must be one of {PACKAGED_MODELS}, not {packaged!r}")
@@ -172,6 +173,8 @@ class FasterWhisperSTT:
             self._expected = dict(sha256) if sha256 else {}
         self._compute_type, self._cpu_threads, self._device = compute_type, cpu_threads, device
         self._beam_size = beam_size
+        # None: live utterances use the full 30 s window too (`transcribe_utterance`).
+        self._utterance_window_s = utterance_window_s
         # A multilingual model (base) told the language skips detection, which doubled its CPU
         # time per utterance in bench measurements; None = detect when the caller names none.
         self._default_language = default_language or None
@@ -255,7 +258,8 @@ class FasterWhisperSTT:
         self.load()
         audio = pcm16_to_float32(resample(pcm16, sample_rate, WHISPER_RATE))
         seconds = len(audio) / WHISPER_RATE
-        window = max(UTTERANCE_WINDOW_S, math.ceil((seconds + 1.0) / 5.0) * 5.0)
+        shortest = self._utterance_window_s or 30.0
+        window = max(shortest, math.ceil((seconds + 1.0) / 5.0) * 5.0)
         model = self._model
         multilingual = bool(model.model.is_multilingual)
         language = (language or self._default_language) if multilingual else None

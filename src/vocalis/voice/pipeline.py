@@ -541,9 +541,13 @@ _WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 
 
 def interrupting_words(text: str) -> list[str]:
-    """The words of `text` that are more than a backchannel ("uh-huh", "okay", "I see")."""
+    """The words of `text` that are more than a backchannel ("uh-huh", "okay", "I see").
+
+    A lone letter is not one either: it is Whisper's guess at a click or a blip ("U.",
+    "A."), and a real interruption brings more words, or speech too long for a backchannel.
+    """
     words = _WORD.findall(_NOT_WORDS.sub(" ", text.casefold()))
-    return [w for w in words if w not in BACKCHANNELS]
+    return [w for w in words if w not in BACKCHANNELS and len(w) > 1]
 
 
 @dataclass(frozen=True)
