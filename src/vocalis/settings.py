@@ -554,7 +554,7 @@ class Settings(BaseSettings):
         "250",
     )
     voice_turn_threshold: float = setting(
-        0.9,
+        0.7,
         "End-of-turn probability at or above which the turn ends at the decision; below it "
         "the wait grows as the probability falls (`eagerness` `high` lowers it, `low` raises it).",
         "0.8",
@@ -618,10 +618,17 @@ class Settings(BaseSettings):
         "1000",
     )
     voice_speculation_pause_ms: int = setting(
-        200,
+        150,
         "Silence after which the reply is prepared speculatively (transcription, agent, the "
         "first clause's synthesis) before the turn is confirmed; its audio is sent only once "
         "the turn ends, and it is dropped without a trace if the user goes on. 0 = off.",
+        "250",
+    )
+    voice_phone_speculation_pause_ms: int = setting(
+        200,
+        "`voice_speculation_pause_ms` for phone calls: each speculative pause cuts the turn's "
+        "audio into a separately transcribed segment, and on 8 kHz G.711 a 150 ms cut costs "
+        "words at the boundaries (measured by the telephony end-to-end test).",
         "250",
     )
     voice_interruption_onset_ms: int = setting(

@@ -177,6 +177,7 @@ async def phone_live(
         # answered by a tool call (transfer_to_human, end_conversation) intermittently got
         # no reply at all under load (2 of 3 full runs of this module, 2026-12-03).
         voice_speculation_pause_ms=0,
+        voice_phone_speculation_pause_ms=0,
     )
     await asyncio.to_thread(upgrade, url)
     backends = await build_backends(settings)

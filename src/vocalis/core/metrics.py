@@ -162,6 +162,14 @@ LLM_COST = Counter(
     ["provider", "model"],
 )
 
+# --- agents -------------------------------------------------------------------------------
+AGENT_CITATIONS = Counter(
+    "vocalis_agent_citations_total",
+    "Citations of knowledge passages in final replies, by kind (`cited`: the model wrote "
+    "`[n]`; `attributed`: the output guard found the passages an unmarked reply draws on).",
+    ["kind"],
+)
+
 # --- MCP tools ----------------------------------------------------------------------------
 MCP_REQUESTS = Counter(
     "vocalis_mcp_requests_total",
@@ -224,7 +232,8 @@ VOICE_TURN_TEXT = Counter(
     "vocalis_voice_turn_text_verdicts_total",
     "What the words at a pause said about the turn (its speculative transcript, read by "
     "`voice.completeness`): `complete` (a finished question), `incomplete` (they cannot end "
-    "a turn: the turn waits longer), `none` (no opinion: the end-of-turn model decides).",
+    "a turn: the turn waits longer), `open` (a verb still waiting for its object: the turn "
+    "waits a little longer), `none` (no opinion: the end-of-turn model decides).",
     ["verdict"],
 )
 

@@ -4,13 +4,25 @@ The end-of-turn model hears prosody; synthetic and flat voices fool it (docs 12)
 said so far carry a second, independent signal that costs nothing once the pause has been
 transcribed for the speculative reply: an utterance that stops on "about", "the", "and" or
 "is" is not finished, whatever its intonation; one that Whisper closes with a question mark
-usually is. English only (Whisper's punctuation and an English word list); any other
-language gets no opinion, and the model alone decides.
+usually is; one that stops on a verb still waiting for its object ("I need to update",
+"Could you check?") may go on. English only (Whisper's punctuation and English word
+lists); any other language gets no opinion, and the model alone decides.
 """
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
+
+
+class Words(StrEnum):
+    """What the words say about the turn (`words_verdict`)."""
+
+    COMPLETE = "complete"  # a finished question: nothing dangles
+    INCOMPLETE = "incomplete"  # cannot be finished: a dangling word, a trailing comma
+    OPEN = "open"  # may be finished, but reads as going on: a verb without its object
+    NONE = "none"  # no opinion (a plain statement, another language, no words)
+
 
 # Words a finished English utterance does not stop on: articles and possessive
 # determiners, conjunctions and subordinators, prepositions that take an object, forms of
@@ -32,30 +44,56 @@ _DANGLING = frozenset(
 _SUBORDINATORS = frozenset(
     "before after if because although though unless while since once whenever when".split()  # noqa: SIM905
 )
-_WORD = re.compile(r"[a-z'][a-z'-]*")
+# Words after "to" that are not verbs waiting for an object: pronouns and place words
+# ("talk to me", "go to work"); capitalised words (names, places) are skipped as well.
+_NOT_VERBS = frozenset(
+    """
+    me you him her us them it this that one someone somebody anyone anybody everyone
+    home work school bed town date go
+    """.split()  # noqa: SIM905
+)
+_MODALS = frozenset("can could would will may might should".split())  # noqa: SIM905
+_SUBJECTS = frozenset("i you we they he she someone somebody".split())  # noqa: SIM905
+_WORD = re.compile(r"[A-Za-z'][A-Za-z'-]*")
 
 
-def transcript_complete(text: str, language: str | None = "en") -> bool | None:
-    """True: reads as finished; False: cannot be finished; None: no opinion.
+def words_verdict(text: str, language: str | None = "en") -> Words:
+    """What a transcript at a pause says about the turn.
 
-    False when the last word dangles (see `_DANGLING`), the transcript trails off ("...",
-    a comma, a dash), or it is a lone subordinate clause without a comma ("Before I
-    forget"). True when it ends with a question mark and nothing dangles. None otherwise
-    (a statement ending in a full stop: Whisper closes fragments with one too) and for
-    other languages.
+    INCOMPLETE when the last word dangles (see `_DANGLING`), the transcript trails off
+    ("...", a comma, a dash), or it is a lone subordinate clause without a comma ("Before I
+    forget"). OPEN when it stops on a verb that usually takes an object: an infinitive at
+    the end ("I need to update", "how much does it cost to see?") or a three-word modal
+    request ("Could you check?", "Can I upgrade?"); such a turn can be finished, so it waits
+    less than an incomplete one. COMPLETE when it ends with a question mark and neither
+    applies. NONE otherwise (a statement ending in a full stop: Whisper closes fragments
+    with one too) and for other languages.
     """
     if language not in (None, "en") or not text.strip():
-        return None
-    stripped = text.strip().lower().replace("\u2026", "...")
+        return Words.NONE
+    stripped = text.strip().replace("\u2026", "...").replace("\u2019", "'")
     if stripped.endswith(("...", ",", "-", "\u2014", ";", ":")):
-        return False
-    words = _WORD.findall(stripped.replace("\u2019", "'"))
+        return Words.INCOMPLETE
+    cased = _WORD.findall(stripped)
+    words = [word.lower() for word in cased]
     if not words:
-        return None
+        return Words.NONE
+    question = stripped.endswith("?")
     if words[-1] in _DANGLING:
+        return Words.INCOMPLETE
+    if words[0] in _SUBORDINATORS and "," not in stripped and not question:
+        return Words.INCOMPLETE
+    if _verb_waits_for_object(cased, words):
+        return Words.OPEN
+    return Words.COMPLETE if question else Words.NONE
+
+
+def _verb_waits_for_object(cased: list[str], words: list[str]) -> bool:
+    """ "... to update" (an infinitive closing the utterance) or "Could you check" (modal,
+    subject, verb and nothing more)."""
+    last = words[-1]
+    if last in _NOT_VERBS or (cased[-1][:1].isupper() and cased[-1] != "I"):
         return False
-    if words[0] in _SUBORDINATORS and "," not in stripped and not stripped.endswith("?"):
-        return False
-    if stripped.endswith("?"):
+    if len(words) >= 2 and words[-2] == "to":
         return True
-    return None
+    return len(words) == 3 and words[0] in _MODALS and words[1] in _SUBJECTS

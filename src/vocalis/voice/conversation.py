@@ -92,8 +92,10 @@ class VoiceConversation:
         engines: EngineLoader,
         begin_turn: TurnStarter | None = None,
         realtime_playout: bool = True,
+        telephone_band: bool = False,
     ) -> None:
         self.backends = backends
+        self.telephone_band = telephone_band
         self.settings = settings
         self.span_attributes: Mapping[str, str] = {
             "vocalis.org_id": org_id,
@@ -136,9 +138,14 @@ class VoiceConversation:
     def _endpointing(self) -> EndpointingConfig:
         detection = self.settings.turn_detection or TurnDetection()
         settings = self.backends.settings
+        pause_ms = (
+            settings.voice_phone_speculation_pause_ms
+            if self.telephone_band
+            else settings.voice_speculation_pause_ms
+        )
         return replace(
             self._turn_endpointing(detection),
-            pause_ms=float(settings.voice_speculation_pause_ms),
+            pause_ms=float(pause_ms),
             onset_ms=float(settings.voice_interruption_onset_ms),
             long_speech_ms=float(settings.voice_backchannel_max_ms),
         )
@@ -372,7 +379,7 @@ def open_voice_conversation(
     """A transport's voice conversation on the process's speech engines (loaded on first use).
 
     `telephone_band`: the caller's audio is 8 kHz G.711 — transcribe it with the phone-band
-    engine (`voice_phone_whisper_model`).
+    engine (`voice_phone_whisper_model`) and speculate at `voice_phone_speculation_pause_ms`.
     """
     language = config.voice.language.split("-")[0].lower() or None
     return VoiceConversation(
@@ -386,4 +393,5 @@ def open_voice_conversation(
         sink=sink,
         engines=backends.phone_voice.get if telephone_band else backends.voice.get,
         begin_turn=begin_turn,
+        telephone_band=telephone_band,
     )

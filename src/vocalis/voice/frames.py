@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from vocalis.core.errors import VocalisError
+from vocalis.voice.completeness import Words
 from vocalis.voice.turns import VoiceTurn
 
 _frame_ids = itertools.count(1)
@@ -133,11 +134,11 @@ class SpeechPaused(ControlFrame):
 @dataclass
 class TurnTextHint(ControlFrame):
     """STT, upstream to the VAD: what the words up to the pause at `audio_end_ms` say about
-    the turn (`voice.completeness.transcript_complete`): True finished, False cannot be
-    finished, None no opinion. Sent once per pause transcribed for speculation."""
+    the turn (`voice.completeness.words_verdict`). Sent once per pause transcribed for
+    speculation."""
 
     audio_end_ms: float
-    complete: bool | None
+    words: Words
 
 
 @dataclass

@@ -28,7 +28,7 @@ from vocalis.ports.speech import TurnDetector
 from vocalis.ports.stt import PartialTranscriber, SpeechToText, Transcript, UtteranceTranscriber
 from vocalis.ports.tts import TextToSpeech
 from vocalis.ports.vad import VoiceActivityDetector
-from vocalis.voice.completeness import transcript_complete
+from vocalis.voice.completeness import Words, words_verdict
 from vocalis.voice.frames import (
     AudioIn,
     BargeIn,
@@ -309,15 +309,18 @@ class EndpointingConfig:
     # decides; the silence that ends the turn then follows its probability (`turn_wait_ms`)
     # up to `max_silence_ms`. None = silence alone (`stop_silence_ms`) ends turns.
     turn_decision_ms: float | None = None
-    turn_threshold: float = 0.9
+    turn_threshold: float = 0.7
     max_silence_ms: float = 3000.0
     # The words' half (`TurnTextHint`, from the pause's speculative transcript): words that
-    # cannot end a turn make it wait at least `incomplete_wait_ms`; a question that reads
-    # finished ends it at the decision when the model said at least `question_floor`. A
-    # decision to end waits up to `text_hint_wait_ms` more for a hint still being transcribed
-    # (the speculative reply needs that transcript anyway: the wait costs the answer little).
+    # cannot end a turn make it wait at least `incomplete_wait_ms`, words that read as going
+    # on (a verb without its object) at least `open_wait_ms`; a question that reads finished
+    # ends it at the decision unless the model is all but sure it is not (`question_floor`).
+    # A decision to end waits up to `text_hint_wait_ms` more for a hint still being
+    # transcribed (the speculative reply needs that transcript anyway: the wait costs the
+    # answer little).
     incomplete_wait_ms: float = 1500.0
-    question_floor: float = 0.5
+    open_wait_ms: float = 1000.0
+    question_floor: float = 0.05
     text_hint_wait_ms: float = 400.0
 
     def __post_init__(self) -> None:
@@ -390,7 +393,7 @@ class VADProcessor(FrameProcessor):
         self._stopped_decision: tuple[float | None, float | None] = (None, None)
         self._decision_task: asyncio.Task[None] | None = None
         # The words' verdict on the current pause: (audio_end_ms of the pause, complete).
-        self._hint: tuple[float, bool | None] | None = None
+        self._hint: tuple[float, Words] | None = None
         self._vad = vad
         self._stream = vad.new_stream()
         self._window_ms = vad.window_samples * 1000.0 / vad.sample_rate
@@ -546,16 +549,19 @@ class VADProcessor(FrameProcessor):
         cfg = self.config
         wait = turn_wait_ms(probability, cfg)
         hint = self._current_hint()
-        if hint is False:
+        if hint is Words.INCOMPLETE:
             return min(cfg.max_silence_ms, max(wait, cfg.incomplete_wait_ms))
-        if hint is True and probability >= cfg.question_floor:
+        if hint is Words.OPEN:
+            return min(cfg.max_silence_ms, max(wait, cfg.open_wait_ms))
+        if hint is Words.COMPLETE and probability >= cfg.question_floor:
             return cfg.turn_decision_ms or 0.0
         if hint is None and self._hint_pending() and wait <= (cfg.turn_decision_ms or 0.0):
             # The model says end; the pause's words are still being transcribed.
             return wait + cfg.text_hint_wait_ms
         return wait
 
-    def _current_hint(self) -> bool | None:
+    def _current_hint(self) -> Words | None:
+        """The words' verdict on the current silence (None: none has come back for it)."""
         hint = self._hint
         if hint is None or hint[0] != self._last_speech_end_ms:
             return None
@@ -569,9 +575,8 @@ class VADProcessor(FrameProcessor):
     async def _on_text_hint(self, frame: TurnTextHint) -> None:
         if not self.speaking or frame.audio_end_ms != self._last_speech_end_ms:
             return  # stale: the user spoke again, or the turn already ended
-        self._hint = (frame.audio_end_ms, frame.complete)
-        verdict = {True: "complete", False: "incomplete", None: "none"}[frame.complete]
-        await self.report_metric(f"turn_text_{verdict}", 1.0)
+        self._hint = (frame.audio_end_ms, frame.words)
+        await self.report_metric(f"turn_text_{frame.words.value}", 1.0)
         if self._decided and self._turn_over(False):
             await self._end_turn_now()
 
@@ -762,7 +767,7 @@ class STTProcessor(FrameProcessor):
         end = min(len(self._audio), self._bytes_at(frame.audio_end_ms + self._trailing_pad_ms))
         if end <= self._cut_bytes:
             await self.push_frame(
-                TurnTextHint(audio_end_ms=frame.audio_end_ms, complete=None), UPSTREAM
+                TurnTextHint(audio_end_ms=frame.audio_end_ms, words=Words.NONE), UPSTREAM
             )
             return
         started = time.perf_counter()
@@ -782,10 +787,8 @@ class STTProcessor(FrameProcessor):
         self._segment_seconds += time.perf_counter() - started
         await self.report_metric("stt_seconds", time.perf_counter() - started)
         text = " ".join(self._segments)
-        complete = transcript_complete(text, transcript.language) if text else None
-        await self.push_frame(
-            TurnTextHint(audio_end_ms=frame.audio_end_ms, complete=complete), UPSTREAM
-        )
+        words = words_verdict(text, transcript.language)
+        await self.push_frame(TurnTextHint(audio_end_ms=frame.audio_end_ms, words=words), UPSTREAM)
         if text:
             await self.push_frame(
                 TranscriptFinal(
