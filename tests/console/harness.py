@@ -4,20 +4,15 @@ spoken question (espeak-ng) and a document that answers it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import wave
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from tests.fixtures.vocalis_run import RunningVocalis
+from tests.fixtures.vocalis_run import ServerFailed as ServerFailed  # the console tests' import
+from tests.fixtures.vocalis_run import vocalis_run as vocalis_run
 from vocalis.adapters.espeak_tts import EspeakTTS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -30,79 +25,7 @@ POLICIES = (
 )
 
 
-class ServerFailed(RuntimeError):
-    """`vocalis run` did not come up."""
-
-
-@dataclass
-class ConsoleServer:
-    """`vocalis run` on a free port: its base URL and the first-run owner key."""
-
-    base_url: str
-    key: str
-    log: Path
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
-        )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def vocalis_run(root: Path, timeout_s: float = 240) -> Iterator[ConsoleServer]:
-    """`vocalis run` (what `make run` starts) with its data under `root`, until exit."""
-    data_dir = root / "data"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOCALIS_")}
-    env.update(VOCALIS_DATA_DIR=str(data_dir), VOCALIS_PORT=str(port), VOCALIS_LOG_LEVEL="WARNING")
-    log = root / "run.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vocalis", "run"],
-        env=env,
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
-        key = ""
-        deadline = time.monotonic() + timeout_s
-        while not key and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-            if line.startswith("VOCALIS_API_KEY="):
-                key = line.strip().split("=", 1)[1]
-        if not key:
-            raise ServerFailed(f"`vocalis run` printed no key; log:\n{log.read_text()[-3000:]}")
-        server = ConsoleServer(f"http://127.0.0.1:{port}", key, log)
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{server.base_url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise ServerFailed(f"`vocalis run` never became ready; log:\n{log.read_text()[-3000:]}")
-        yield server
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        from vocalis.adapters import embedded_redis
-
-        embedded_redis.stop(data_dir)
+ConsoleServer = RunningVocalis  # the console tests' name for it
 
 
 async def synthesise_question(path: Path, text: str = QUESTION) -> Path:

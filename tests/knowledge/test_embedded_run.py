@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +10,8 @@ import httpx
 import pytest
 
 from tests.fixtures.documents import make_pdf
+from tests.fixtures.vocalis_run import ServerFailed, vocalis_run
 from vocalis.app import ROUTERS
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -29,42 +19,11 @@ def running(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
     """`vocalis run` on the embedded defaults: (base URL, auth headers, log file)."""
     if "vocalis.knowledge.api" not in ROUTERS:
         pytest.fail("vocalis.knowledge.api is not in vocalis.app.ROUTERS: the app serves no upload")
-    data_dir = tmp_path / "data"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOCALIS_")}
-    env.update(VOCALIS_DATA_DIR=str(data_dir), VOCALIS_PORT=str(port), VOCALIS_LOG_LEVEL="WARNING")
-    log = tmp_path / "run.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vocalis", "run"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-        start_new_session=True,
-    )
     try:
-        assert proc.stdout is not None
-        key = ""
-        deadline = time.monotonic() + 90
-        while not key and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-            if line.startswith("VOCALIS_API_KEY="):
-                key = line.strip().split("=", 1)[1]
-        if not key:
-            pytest.fail(f"`vocalis run` printed no key; log:\n{log.read_text()[-3000:]}")
-        yield f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}, log
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        from vocalis.adapters import embedded_redis
-
-        embedded_redis.stop(data_dir)
+        with vocalis_run(tmp_path, timeout_s=90) as server:
+            yield server.base_url, {"Authorization": f"Bearer {server.key}"}, server.log
+    except ServerFailed as failed:
+        pytest.fail(str(failed))
 
 
 def _wait(fn: object, timeout: float, what: str, log: Path) -> httpx.Response:
