@@ -500,33 +500,123 @@ async def _interrupt(caller: Caller, question: bytes, interjection: bytes) -> di
     return result
 
 
-def model_only(utterances: list[tuple[bytes, float, int]]) -> dict[str, Any]:
-    """The turn model alone on each hesitation, as an idle machine would decide it: the
-    unfinished phrase plus the decision silence; a cut-off if the wait it asks for is
-    shorter than the pause. (End to end, a decision slower than the pause is stale when
-    the continuation starts, which hides cut-offs on a loaded machine.)"""
-    from vocalis.adapters.smart_turn import SmartTurnDetector
-    from vocalis.voice.processors import EndpointingConfig, turn_wait_ms
+# Held out: never used to choose the turn-taking rules; decided offline only (`decide`),
+# each hesitation's pause at the benchmark's longest (900 ms).
+HELD_OUT_HESITATIONS = [
+    ("I'm looking for", "a pair of running shoes."),
+    ("Could you help me with", "my account settings?"),
+    ("I ordered a sofa and", "it still hasn't arrived."),
+    ("The thing is", "my card expired last month."),
+    ("I'd like to book", "a table for four."),
+    ("Can you remind me", "what my balance is?"),
+    ("I was hoping to", "get a refund today."),
+    ("My daughter wants to", "open an account."),
+    ("Is there any way", "to speed up the delivery?"),
+    ("I just moved to", "a new flat in Leeds."),
+    ("Could I get", "a receipt for my order?"),
+    ("What's the best way", "to reach your team?"),
+    ("I need to report", "a stolen card."),
+    ("The last time I called", "nobody picked up."),
+    ("I've been trying to", "log in all morning."),
+    ("Do you have", "this in a larger size?"),
+    ("I wanted to ask", "about your opening hours."),
+    ("If I pay now", "when will it arrive?"),
+    ("My internet keeps", "dropping every evening."),
+    ("Could you explain", "the charges on my bill?"),
+]
+HELD_OUT_TURNS = [
+    "Do you deliver on Saturdays?",
+    "How do I reset my password?",
+    "Can I change my delivery address?",
+    "What time do you close today?",
+    "Is there a fee for cancelling?",
+    "Where is my parcel?",
+    "How much is the premium plan?",
+    "Can I speak to a manager?",
+    "I would like to cancel my order.",
+    "My parcel arrived damaged.",
+]
 
-    settings = Settings()
-    config = EndpointingConfig(
-        turn_decision_ms=float(settings.voice_turn_decision_silence_ms),
-        turn_threshold=settings.voice_turn_threshold,
-        max_silence_ms=float(settings.voice_turn_max_silence_ms),
-    )
-    detector = SmartTurnDetector()
-    decision = bytes(RATE * 2 * settings.voice_turn_decision_silence_ms // 1000)
-    probabilities, cut = [], 0
+
+class Decider:
+    """The end-of-turn decision as an idle machine makes it, offline: Smart Turn on the
+    speech plus the decision silence, and the words' verdict on what Whisper hears at the
+    pause (the live-utterance path, as the pipeline transcribes a pause)."""
+
+    def __init__(self) -> None:
+        from vocalis.adapters.faster_whisper_stt import FasterWhisperSTT
+        from vocalis.adapters.smart_turn import SmartTurnDetector
+        from vocalis.voice.processors import EndpointingConfig
+
+        settings = Settings()
+        self.config = EndpointingConfig(
+            turn_decision_ms=float(settings.voice_turn_decision_silence_ms),
+            turn_threshold=settings.voice_turn_threshold,
+            max_silence_ms=float(settings.voice_turn_max_silence_ms),
+        )
+        self.detector = SmartTurnDetector()
+        self.stt = FasterWhisperSTT(
+            packaged=settings.voice_whisper_model,
+            beam_size=settings.voice_whisper_beam_size,
+            cpu_threads=1,
+        )
+        self.stt.load()
+        self.decision = bytes(RATE * 2 * settings.voice_turn_decision_silence_ms // 1000)
+
+    def decide(self, speech: bytes) -> dict[str, Any]:
+        """The model's probability, what was heard, the words' verdict, and the waits (ms)
+        the model alone and the model with the words ask for."""
+        from vocalis.voice.completeness import words_verdict
+        from vocalis.voice.processors import turn_wait_ms, turn_wait_with_words
+
+        head = audio.resample(speech + self.decision, RATE, 16000)
+        p = self.detector.predict(audio.pcm16_to_float32(head))
+        heard = asyncio.run(self.stt.transcribe_utterance(speech + self.decision, RATE, "en"))
+        words = words_verdict(heard.text, heard.language)
+        return {
+            "p": round(p, 3),
+            "heard": heard.text,
+            "words": words.value,
+            "model_wait_ms": round(turn_wait_ms(p, self.config)),
+            "wait_ms": round(turn_wait_with_words(p, words, self.config)),
+        }
+
+
+def offline_cutoffs(decider: Decider, utterances: list[tuple[bytes, float, int]]) -> dict[str, Any]:
+    """Each hesitation's unfinished phrase decided offline (`Decider`): a cut-off if the wait
+    asked for is shorter than the pause. (End to end, a decision slower than the pause is
+    stale when the continuation starts, which hides cut-offs on a loaded machine.)"""
+    trials = []
     for pcm, cut_ms, pause_ms in utterances:
-        head = audio.resample(pcm[: int(cut_ms / 1000 * RATE) * 2] + decision, RATE, 16000)
-        p = detector.predict(audio.pcm16_to_float32(head))
-        probabilities.append(round(p, 3))
-        cut += turn_wait_ms(p, config) < pause_ms
+        trial = decider.decide(pcm[: int(cut_ms / 1000 * RATE) * 2])
+        trials.append({**trial, "pause_ms": pause_ms})
+    n = len(trials)
+    model = sum(t["model_wait_ms"] < t["pause_ms"] for t in trials)
+    words = sum(t["wait_ms"] < t["pause_ms"] for t in trials)
     return {
-        "utterances": len(utterances),
-        "cut_off": cut,
-        "rate": round(cut / len(utterances), 3) if utterances else None,
-        "probabilities": probabilities,
+        "utterances": n,
+        "cut_off_model_alone": model,
+        "cut_off": words,
+        "rate_model_alone": round(model / n, 3) if n else None,
+        "rate": round(words / n, 3) if n else None,
+        "trials": trials,
+    }
+
+
+def held_out(decider: Decider, voice: CallerVoice) -> dict[str, Any]:
+    """The held-out hesitations (pause 900 ms) and finished turns, decided offline."""
+    hesitations = [
+        (*hesitation(voice, head, rest, 900), 900) for head, rest in HELD_OUT_HESITATIONS
+    ]
+    turns = [{"text": t, **decider.decide(voice.speak(t))} for t in HELD_OUT_TURNS]
+    decision = decider.config.turn_decision_ms
+    return {
+        "hesitations": offline_cutoffs(decider, hesitations),
+        "turns": {
+            "n": len(turns),
+            "ended_at_decision": sum(t["wait_ms"] <= (decision or 0) for t in turns),
+            "trials": turns,
+        },
     }
 
 
@@ -534,7 +624,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the stack, run every measurement, summarise."""
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(env="development", data_dir=Path(tmp), log_level=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
+        settings = Settings(
+            env="development",
+            data_dir=Path(tmp),
+            log_level=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        )
         await asyncio.to_thread(upgrade, settings.resolved_database_url)
         backends = await build_backends(settings)
         app = create_app(settings)
@@ -602,8 +696,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             other_voices: dict[str, list[dict[str, Any]]] = {}
             model: dict[str, Any] = {}
             if "model" in parts:
+                decider = await asyncio.to_thread(Decider)
                 for name, utterances in hesitations_by_voice.items():
-                    model[name] = await asyncio.to_thread(model_only, utterances)
+                    model[name] = await asyncio.to_thread(offline_cutoffs, decider, utterances)
+                model["held_out"] = await asyncio.to_thread(held_out, decider, voice)
             peer_cuts: list[dict[str, Any]] = []
             overlap: dict[str, list[dict[str, Any]]] = {"interruptions": [], "backchannels": []}
             if "latency" in parts:
@@ -719,7 +815,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "semantic_vad_other_voices": {
                 name: cutoffs(results) for name, results in other_voices.items()
             },
-            "model_only": model,
+            "offline": model,
         },
         "interruptions": {
             "time_to_stop_ms": stats([t["stop_ms"] for t in stops]),
@@ -776,8 +872,19 @@ def main() -> None:
         print(f"false cut-offs ({mode}): {cutoffs[mode]['cut_off']}/{cutoffs[mode]['utterances']}")
     for name, cut in cutoffs["semantic_vad_other_voices"].items():
         print(f"false cut-offs (semantic_vad, {name}): {cut['cut_off']}/{cut['utterances']}")
-    for name, cut in cutoffs["model_only"].items():
-        print(f"false cut-offs (model alone, idle, {name}): {cut['cut_off']}/{cut['utterances']}")
+    for name, cut in cutoffs["offline"].items():
+        if name == "held_out":
+            h, t = cut["hesitations"], cut["turns"]
+            print(
+                f"held out, offline: cut-offs {h['cut_off']}/{h['utterances']} "
+                f"(model alone {h['cut_off_model_alone']}); turns ended at the decision "
+                f"{t['ended_at_decision']}/{t['n']}"
+            )
+            continue
+        print(
+            f"false cut-offs offline ({name}): model alone {cut['cut_off_model_alone']}, "
+            f"with the words {cut['cut_off']}/{cut['utterances']}"
+        )
     print(f"time to stop on barge-in: {summary['interruptions']['time_to_stop_ms']}")
     print(f"backchannel survival: {summary['backchannels']['survival_rate']}")
     for name, target in summary["targets"].items():

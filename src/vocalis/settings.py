@@ -554,7 +554,7 @@ class Settings(BaseSettings):
         "250",
     )
     voice_turn_threshold: float = setting(
-        0.7,
+        0.8,
         "End-of-turn probability at or above which the turn ends at the decision; below it "
         "the wait grows as the probability falls (`eagerness` `high` lowers it, `low` raises it).",
         "0.8",

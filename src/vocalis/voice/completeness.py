@@ -63,9 +63,9 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
     INCOMPLETE when the last word dangles (see `_DANGLING`), the transcript trails off
     ("...", a comma, a dash), or it is a lone subordinate clause without a comma ("Before I
     forget"). OPEN when it stops on a verb that usually takes an object: an infinitive at
-    the end ("I need to update", "how much does it cost to see?") or a three-word modal
-    request ("Could you check?", "Can I upgrade?"); such a turn can be finished, so it waits
-    less than an incomplete one. COMPLETE when it ends with a question mark and neither
+    the end ("I need to update", "how much does it cost to see?"), a three-word modal
+    request ("Could you check?", "Can I upgrade?") or a modal ("... and I should"); such a
+    turn can be finished ("Yes, I can."), so it waits less than an incomplete one. COMPLETE when it ends with a question mark and neither
     applies. NONE otherwise (a statement ending in a full stop: Whisper closes fragments
     with one too) and for other languages.
     """
@@ -89,9 +89,11 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
 
 
 def _verb_waits_for_object(cased: list[str], words: list[str]) -> bool:
-    """ "... to update" (an infinitive closing the utterance) or "Could you check" (modal,
-    subject, verb and nothing more)."""
+    """An infinitive closing the utterance ("... to update"), a modal request of three
+    words ("Could you check"), or a closing modal ("My husband and I should")."""
     last = words[-1]
+    if last in _MODALS and len(words) > 1:
+        return True
     if last in _NOT_VERBS or (cased[-1][:1].isupper() and cased[-1] != "I"):
         return False
     if len(words) >= 2 and words[-2] == "to":

@@ -840,7 +840,7 @@ def endpointing_config(
         prefix_padding_ms=prefix_padding_ms,
         interrupt_on_speech=interrupt,
         turn_decision_ms=turn_model.decision_ms if turn_model else None,
-        turn_threshold=turn_model.threshold if turn_model else 0.7,
+        turn_threshold=turn_model.threshold if turn_model else 0.8,
         max_silence_ms=turn_model.max_silence_ms if turn_model else 3000.0,
     )
 

@@ -309,7 +309,7 @@ class EndpointingConfig:
     # decides; the silence that ends the turn then follows its probability (`turn_wait_ms`)
     # up to `max_silence_ms`. None = silence alone (`stop_silence_ms`) ends turns.
     turn_decision_ms: float | None = None
-    turn_threshold: float = 0.7
+    turn_threshold: float = 0.8
     max_silence_ms: float = 3000.0
     # The words' half (`TurnTextHint`, from the pause's speculative transcript): words that
     # cannot end a turn make it wait at least `incomplete_wait_ms`, words that read as going
@@ -344,6 +344,23 @@ def turn_wait_ms(probability: float, config: EndpointingConfig) -> float:
         return decision
     shortfall = (config.turn_threshold - probability) / config.turn_threshold
     return decision + (config.max_silence_ms - decision) * min(1.0, shortfall) ** 0.5
+
+
+def turn_wait_with_words(
+    probability: float, words: Words | None, config: EndpointingConfig
+) -> float:
+    """The silence that ends a turn once the model said `probability` and the pause's
+    transcript gave `words` (None: no verdict yet): `turn_wait_ms`, held to at least
+    `incomplete_wait_ms` or `open_wait_ms` by words that go on, cut to the decision by a
+    finished question unless the model is below `question_floor`; never past the cap."""
+    wait = turn_wait_ms(probability, config)
+    if words is Words.INCOMPLETE:
+        return min(config.max_silence_ms, max(wait, config.incomplete_wait_ms))
+    if words is Words.OPEN:
+        return min(config.max_silence_ms, max(wait, config.open_wait_ms))
+    if words is Words.COMPLETE and probability >= config.question_floor:
+        return config.turn_decision_ms or 0.0
+    return wait
 
 
 @dataclass(kw_only=True)
@@ -545,16 +562,10 @@ class VADProcessor(FrameProcessor):
         return self._silence_ms >= self._wait_ms(self._probability)
 
     def _wait_ms(self, probability: float) -> float:
-        """The model's wait (`turn_wait_ms`), corrected by what the words say."""
+        """The model's wait, corrected by what the words say (`turn_wait_with_words`)."""
         cfg = self.config
-        wait = turn_wait_ms(probability, cfg)
         hint = self._current_hint()
-        if hint is Words.INCOMPLETE:
-            return min(cfg.max_silence_ms, max(wait, cfg.incomplete_wait_ms))
-        if hint is Words.OPEN:
-            return min(cfg.max_silence_ms, max(wait, cfg.open_wait_ms))
-        if hint is Words.COMPLETE and probability >= cfg.question_floor:
-            return cfg.turn_decision_ms or 0.0
+        wait = turn_wait_with_words(probability, hint, cfg)
         if hint is None and self._hint_pending() and wait <= (cfg.turn_decision_ms or 0.0):
             # The model says end; the pause's words are still being transcribed.
             return wait + cfg.text_hint_wait_ms

@@ -30,6 +30,7 @@ from vocalis.voice.processors import (
     STTProcessor,
     VADProcessor,
     turn_wait_ms,
+    turn_wait_with_words,
 )
 
 FINISHED = "How long does shipping to Canada take?"
@@ -311,6 +312,8 @@ async def test_without_an_opinion_from_the_words_the_model_decides(
         ("How much does it cost to see?", Words.OPEN),
         ("Could you check?", Words.OPEN),
         ("Can I upgrade?", Words.OPEN),
+        ("My husband and I should", Words.OPEN),
+        ("Yes, I can.", Words.OPEN),  # finished, but a modal often goes on: 1 s, not 1.5
         ("Can I speak to a manager?", Words.COMPLETE),
         ("Could you check my balance?", Words.COMPLETE),
         ("Before I forget, can you check my balance?", Words.COMPLETE),
@@ -323,3 +326,18 @@ async def test_without_an_opinion_from_the_words_the_model_decides(
 def test_what_the_words_say_about_the_turn(text: str, verdict: Words) -> None:
     assert words_verdict(text) is verdict
     assert words_verdict(text, "de") is Words.NONE  # English rules only
+
+
+def test_the_words_move_the_models_wait_within_the_cap() -> None:
+    cfg = EndpointingConfig(turn_decision_ms=200.0, turn_threshold=0.8, max_silence_ms=3000.0)
+    sure, unsure = 0.95, 0.3
+    assert turn_wait_with_words(sure, None, cfg) == turn_wait_with_words(sure, Words.NONE, cfg)
+    assert turn_wait_with_words(sure, Words.NONE, cfg) == 200.0
+    assert turn_wait_with_words(sure, Words.INCOMPLETE, cfg) == cfg.incomplete_wait_ms
+    assert turn_wait_with_words(sure, Words.OPEN, cfg) == cfg.open_wait_ms
+    # Words never shorten what the model already asks beyond them, and the cap holds.
+    assert turn_wait_with_words(unsure, Words.OPEN, cfg) == turn_wait_ms(unsure, cfg) > 1000
+    assert turn_wait_with_words(0.0, Words.INCOMPLETE, cfg) == cfg.max_silence_ms
+    # A finished question ends at the decision unless the model is all but sure it is not.
+    assert turn_wait_with_words(0.1, Words.COMPLETE, cfg) == 200.0
+    assert turn_wait_with_words(0.01, Words.COMPLETE, cfg) == turn_wait_ms(0.01, cfg)
