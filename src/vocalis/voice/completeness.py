@@ -54,7 +54,14 @@ _NOT_VERBS = frozenset(
 )
 _MODALS = frozenset("can could would will may might should".split())  # noqa: SIM905
 _SUBJECTS = frozenset("i you we they he she someone somebody".split())  # noqa: SIM905
-_WORD = re.compile(r"[A-Za-z'][A-Za-z'-]*")
+# Numbers are words too: "My order number is 456." ends on "456", not on "is".
+_WORD = re.compile(r"[A-Za-z0-9'][A-Za-z0-9'.,-]*[A-Za-z0-9]|[A-Za-z0-9']")
+_NUMBER_WORDS = frozenset(
+    """
+    one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty
+    forty fifty hundred thousand noon midnight
+    """.split()  # noqa: SIM905
+)
 
 
 def words_verdict(text: str, language: str | None = "en") -> Words:
@@ -94,8 +101,10 @@ def _verb_waits_for_object(cased: list[str], words: list[str]) -> bool:
     last = words[-1]
     if last in _MODALS and len(words) > 1:
         return True
-    if last in _NOT_VERBS or (cased[-1][:1].isupper() and cased[-1] != "I"):
-        return False
+    if last in _NOT_VERBS or last in _NUMBER_WORDS or last[:1].isdigit():
+        return False  # "talk to me", "from nine to five", "up to 50"
+    if cased[-1][:1].isupper() and cased[-1] != "I":
+        return False  # a name: "ship to Spain"
     if len(words) >= 2 and words[-2] == "to":
         return True
     return len(words) == 3 and words[0] in _MODALS and words[1] in _SUBJECTS

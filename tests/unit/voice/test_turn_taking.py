@@ -319,6 +319,11 @@ async def test_without_an_opinion_from_the_words_the_model_decides(
         ("Before I forget, can you check my balance?", Words.COMPLETE),
         ("I'd like to cancel my roaming add-on.", Words.NONE),
         ("I want to go home.", Words.NONE),
+        ("My order number is 456.", Words.NONE),  # ends on the number, not on "is"
+        ("My order number is", Words.INCOMPLETE),
+        ("It costs $4.50.", Words.NONE),
+        ("Are you open from nine to five?", Words.COMPLETE),
+        ("Can I pay up to 50?", Words.COMPLETE),
         ("Thank you.", Words.NONE),
         ("", Words.NONE),
     ],
