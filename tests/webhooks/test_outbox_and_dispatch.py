@@ -17,6 +17,7 @@ from vocalis.core.errors import ValidationFailed
 from vocalis.events.models import OutboxEvent
 from vocalis.events.outbox import UnknownEventType, record_event
 from vocalis.events.registry import EVENTS
+from vocalis.ports.document_store import DuplicateKey
 from vocalis.webhooks import dispatch
 from vocalis.webhooks.models import WebhookDelivery
 
@@ -239,3 +240,42 @@ async def test_the_sweep_dispatches_stranded_events_and_requeues_lost_deliveries
     again = await dispatch.sweep(sqlite_wh_api.backends)
     assert again.events_dispatched == 0
     assert again.deliveries_enqueued == 1
+
+
+async def test_events_and_documents_in_the_same_database_are_one_transaction(
+    sqlite_wh_api: Api,
+) -> None:
+    """With the JSON-table document store the outbox writes a one-off conversation's events
+    and documents together: all of them, dispatched in one message, or none."""
+    from vocalis.events.outbox import OutboxSink
+
+    api = sqlite_wh_api
+    tenant = await api.tenant()
+    sink = api.backends.events
+    assert isinstance(sink, OutboxSink)
+    ended = {"org_id": tenant.org_id, **ENDED, "conversation_id": "cnv_tx1"}
+    doc = {"_id": "cnv_tx1", "agent_id": "agt_1", "status": "ended"}
+    message = {"_id": "msg_tx1", "conversation_id": "cnv_tx1", "sequence": 1}
+    inserts = [("messages", tenant.org_id, [message]), ("conversations", tenant.org_id, [doc])]
+    assert await sink.record_with_documents(
+        [("conversation.ended", ended)], api.backends.documents, inserts
+    )
+    assert await api.backends.documents.get("conversations", tenant.org_id, "cnv_tx1")
+    assert await api.backends.documents.get("messages", tenant.org_id, "msg_tx1")
+    async with api.backends.database.session() as session:
+        [stored] = (await session.scalars(select(OutboxEvent))).all()
+    assert stored.held_at is None and stored.data["conversation_id"] == "cnv_tx1"
+    messages = await eventually(
+        lambda: _queued_tasks(api, "webhooks"), bool, timeout=5, what="the message"
+    )
+    assert [m["headers"]["argsrepr"] for m in messages] == [repr([stored.id])]
+
+    # A document that exists already: nothing of the second write is stored.
+    again = [("messages", tenant.org_id, [{**message, "_id": "msg_tx2"}]), *inserts[1:]]
+    with pytest.raises(DuplicateKey):
+        await sink.record_with_documents(
+            [("conversation.ended", ended)], api.backends.documents, again
+        )
+    assert await api.backends.documents.get("messages", tenant.org_id, "msg_tx2") is None
+    async with api.backends.database.session() as session:
+        assert len((await session.scalars(select(OutboxEvent))).all()) == 1

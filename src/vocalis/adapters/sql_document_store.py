@@ -48,7 +48,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import UnaryExpression
 
 from vocalis.core.db import Base, Database, sqlite_file, sync_sqlite_engine, utcnow
-from vocalis.ports.document_store import Document, DuplicateKey, Filter, Sort
+from vocalis.ports.document_store import Document, DuplicateKey, Filter, Inserts, Sort
 
 T = TypeVar("T")
 TABLE_NAME = "json_documents"
@@ -486,6 +486,25 @@ class SqlDocumentStore:
             for doc in docs:
                 await self.insert(collection, org_id, doc)
         return len(rows)
+
+    def shares_database(self, database: object) -> bool:
+        """Whether this store's table is in `database` (`SharedTransactionStore`)."""
+        return database is self._db
+
+    async def insert_with(self, inserts: Inserts, also: Callable[[Connection], Any]) -> None:
+        """Insert the documents of `inserts` and run `also(connection)` in one transaction
+        (one hop); `DuplicateKey`, with nothing stored, when an `_id` exists."""
+        rows = [_row(c, org_id, doc) for c, org_id, docs in inserts for doc in docs]
+
+        def work(conn: Connection) -> None:
+            also(conn)
+            if rows:
+                conn.execute(insert(StoredDocument), rows)
+
+        try:
+            await self._run(work, write=True, reads_first=False)
+        except IntegrityError as exc:
+            raise DuplicateKey(f"an _id of {[r['id'] for r in rows]} already exists") from exc
 
     async def get(self, collection: str, org_id: str, doc_id: str) -> Document | None:
         """One document by `_id`, or None."""

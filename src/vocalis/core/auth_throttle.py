@@ -19,6 +19,7 @@ import structlog
 
 from vocalis.core import errors
 from vocalis.core.metrics import AUTH_THROTTLED
+from vocalis.core.ratelimit import Guard
 from vocalis.core.redis_keys import declare
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,18 @@ class AuthThrottle:
 
     def _key(self, address: str) -> str:
         return AUTH_FAILURES_BY_ADDRESS.format(address=address)
+
+    def guard(self, address: str | None) -> Guard | None:
+        """The throttle as a rate limiter's `Guard` (checked in the limiter's round trip);
+        None when it is off or the address unknown."""
+        if self.limit <= 0 or not address:
+            return None
+        return Guard(self._key(address), self.limit)
+
+    def tripped(self, ttl_s: int) -> AuthThrottled:
+        """The refusal for a tripped guard (counted like `check`'s)."""
+        AUTH_THROTTLED.inc()
+        return self._throttled(ttl_s)
 
     async def check(self, address: str | None) -> None:
         """Refuse the request when its address is throttled."""

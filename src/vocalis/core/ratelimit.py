@@ -42,18 +42,27 @@ RATE_LIMIT_CLASS_BUCKET = declare(
     "Twice the time to refill the bucket from empty.",
 )
 
-# KEYS: the buckets; ARGV: now ms, cost, then per bucket: capacity, refill per ms, ttl ms.
-# Takes `cost` from every bucket only if each has it. Returns {allowed (0/1), then per
-# bucket: tokens left (floor), ms until `cost` tokens are available}.
+# KEYS: the buckets, then the guard's counter when there is one; ARGV: now ms, cost, the
+# guard's limit (0: no guard), then per bucket: capacity, refill per ms, ttl ms.
+# When the guard's counter has reached its limit, nothing is taken and {-1, its ttl} is
+# returned. Otherwise takes `cost` from every bucket only if each has it and returns
+# {allowed (0/1), then per bucket: tokens left (floor), ms until `cost` tokens are available}.
 _TOKEN_BUCKETS = """
 local now = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
+local guard = tonumber(ARGV[3])
+local n = #KEYS
+if guard > 0 then
+  n = n - 1
+  local count = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+  if count >= guard then return {-1, redis.call('TTL', KEYS[#KEYS])} end
+end
 local tokens = {}
 local stamps = {}
 local allowed = 1
-for i = 1, #KEYS do
-  local capacity = tonumber(ARGV[3 * i])
-  local rate = tonumber(ARGV[3 * i + 1])
+for i = 1, n do
+  local capacity = tonumber(ARGV[3 * i + 1])
+  local rate = tonumber(ARGV[3 * i + 2])
   local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
   local t = tonumber(state[1])
   local ts = tonumber(state[2])
@@ -64,9 +73,9 @@ for i = 1, #KEYS do
   if t < cost then allowed = 0 end
 end
 local out = {allowed}
-for i = 1, #KEYS do
-  local rate = tonumber(ARGV[3 * i + 1])
-  local ttl = tonumber(ARGV[3 * i + 2])
+for i = 1, n do
+  local rate = tonumber(ARGV[3 * i + 2])
+  local ttl = tonumber(ARGV[3 * i + 3])
   if allowed == 1 then tokens[i] = tokens[i] - cost end
   redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i]), 'ts', tostring(stamps[i]))
   redis.call('PEXPIRE', KEYS[i], ttl)
@@ -151,6 +160,23 @@ def class_limits(
 
 
 @dataclass(frozen=True)
+class Guard:
+    """A counter checked in the same round trip as the buckets (the failed-authentication
+    throttle): at `limit` or above, the hit is refused with `GuardTripped` and takes nothing."""
+
+    key: str
+    limit: int
+
+
+class GuardTripped(Exception):
+    """The hit's `Guard` counter has reached its limit; `ttl_s` is the counter's TTL."""
+
+    def __init__(self, ttl_s: int) -> None:
+        super().__init__(f"guard tripped ({ttl_s} s left)")
+        self.ttl_s = ttl_s
+
+
+@dataclass(frozen=True)
 class RateDecision:
     """The outcome of one rate-limit check, with the values for the response headers."""
 
@@ -205,11 +231,13 @@ class RateLimiter:
         now_ms: int | None = None,
         *,
         rate_class: str | None = None,
+        guard: Guard | None = None,
     ) -> RateDecision:
         """Take `cost` tokens for `key_id` (and its `rate_class` bucket) if each has them.
 
         The decision reports the bucket that binds: when refused, the one to wait for
-        longest; else the one with the fewest tokens left.
+        longest; else the one with the fewest tokens left. With a `guard`, its counter is
+        checked first, in the same script: `GuardTripped` when it has reached its limit.
         """
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         buckets = [(RATE_LIMIT_BUCKET.format(key_id=key_id), self.limits)]
@@ -218,11 +246,17 @@ class RateLimiter:
                 raise ValueError(f"no limits for rate-limit class {rate_class!r}")
             key = RATE_LIMIT_CLASS_BUCKET.format(key_id=key_id, rate_class=rate_class)
             buckets.append((key, self.classes[rate_class]))
-        args: list[Any] = [now, cost]
+        keys = [k for k, _ in buckets]
+        args: list[Any] = [now, cost, 0]
+        if guard is not None and guard.limit > 0:
+            keys.append(guard.key)
+            args[2] = guard.limit
         for _, limits in buckets:
             capacity, rate = _bucket(limits)
             args += [capacity, repr(rate), 2 * math.ceil(capacity / rate)]
-        allowed, *state = await self._script(keys=[k for k, _ in buckets], args=args)
+        allowed, *state = await self._script(keys=keys, args=args)
+        if int(allowed) < 0:
+            raise GuardTripped(int(state[0]))
         decisions = []
         for index, (_, limits) in enumerate(buckets):
             capacity, rate = _bucket(limits)

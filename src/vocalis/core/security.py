@@ -29,7 +29,7 @@ from vocalis.core import errors
 from vocalis.core.auth_throttle import AuthThrottle
 from vocalis.core.deps import get_backends
 from vocalis.core.metrics import AUTH_FAILURES, RATE_LIMITED
-from vocalis.core.ratelimit import RateLimiter, route_class
+from vocalis.core.ratelimit import GuardTripped, RateLimiter, route_class
 from vocalis.core.redis_keys import API_KEY_LAST_USED
 from vocalis.core.scopes import SCOPES, Role
 from vocalis.core.tracing import tag_request_span
@@ -96,6 +96,13 @@ class CachedKeyStore:
             self._grants[digest] = (grant, until)
         return grant
 
+    def cached(self, plaintext: str) -> KeyGrant | None:
+        """The live key matching `plaintext` when its entry is fresh; no lookup."""
+        cached = self._grants.get(hashlib.sha256(plaintext.encode()).digest())
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     async def touch(self, key_id: str) -> None:
         """Record that the key was used now."""
         await self.inner.touch(key_id)
@@ -137,13 +144,27 @@ def _api_keys(request: Request) -> ApiKeyStore:
     return keys
 
 
-async def _rate_limit(request: Request, principal: Principal) -> None:
+async def _rate_limit(
+    request: Request,
+    principal: Principal,
+    throttle: AuthThrottle | None = None,
+    address: str | None = None,
+) -> None:
+    """Take the request's tokens; with `throttle`, check the address's failed
+    authentications in the same Redis round trip (first: a throttled address takes none)."""
     limiter: RateLimiter = request.app.state.rate_limiter
     if not limiter.applies_to(principal.org_id):
+        if throttle is not None:
+            await throttle.check(address)
         return
     route = request.scope.get("route")
     rate_class = route_class(route, request.method) if limiter.classes else None
-    decision = await limiter.hit(principal.key_id, rate_class=rate_class)
+    guard = throttle.guard(address) if throttle is not None else None
+    try:
+        decision = await limiter.hit(principal.key_id, rate_class=rate_class, guard=guard)
+    except GuardTripped as tripped:
+        assert throttle is not None
+        raise throttle.tripped(tripped.ttl_s) from None
     request.state.rate_limit_headers = decision.headers()
     if not decision.allowed:
         RATE_LIMITED.inc()
@@ -185,9 +206,16 @@ async def authenticate(
         )
     throttle: AuthThrottle | None = getattr(request.app.state, "auth_throttle", None)
     address = client_address(request)
-    if throttle is not None:
-        await throttle.check(address)
-    key = await _api_keys(request).active_key(credentials.credentials)
+    keys = _api_keys(request)
+    cached = getattr(keys, "cached", None)
+    # A key the principal cache holds needs no lookup: the throttle is then checked in the
+    # rate limiter's round trip, before any token is taken (one Redis call, not two).
+    key = cached(credentials.credentials) if cached is not None else None
+    deferred = throttle if key is not None else None
+    if key is None:
+        if throttle is not None:
+            await throttle.check(address)
+        key = await keys.active_key(credentials.credentials)
     if key is None:
         if throttle is not None:
             await throttle.failed(address)
@@ -206,8 +234,10 @@ async def authenticate(
     tag_request_span(org_id=principal.org_id)
     missing = [s for s in security_scopes.scopes if not principal.has(s)]
     if missing:
+        if deferred is not None:
+            await deferred.check(address)  # a throttled address hears that first
         raise errors.PermissionDenied(f"This key lacks the scope(s): {', '.join(missing)}.")
-    await _rate_limit(request, principal)
+    await _rate_limit(request, principal, deferred, address)
     await _mark_used(request, key.key_id)
     return principal
 

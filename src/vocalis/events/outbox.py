@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -33,7 +33,7 @@ from vocalis.core.ids import new_id
 from vocalis.core.metrics import OUTBOX_EVENTS
 from vocalis.events.models import OutboxEvent
 from vocalis.events.registry import API_VERSION, EVENTS
-from vocalis.ports.document_store import DocumentStore
+from vocalis.ports.document_store import DocumentStore, Inserts, SharedTransactionStore
 from vocalis.ports.events import EventSink, NamedEvent, Witness
 
 DISPATCH_TASK = "vocalis.webhooks.dispatch_event"
@@ -155,6 +155,46 @@ class OutboxSink:
             log.exception("held_events_not_settled", events=[row["id"] for row in snapshots])
         return done
 
+    async def record_with_documents(
+        self, events: Sequence[NamedEvent], documents: DocumentStore, inserts: Inserts
+    ) -> bool:
+        """Record `events` and insert the documents of `inserts` in one transaction, when
+        the document store lives in this database (the JSON table); False, with nothing
+        done, when it does not (then use `guarded`). Raises `DuplicateKey`, with nothing
+        stored, when a document's `_id` exists."""
+        if not isinstance(documents, SharedTransactionStore) or not documents.shares_database(
+            self.database
+        ):
+            return False
+        rows = [_event_values(name, payload) for name, payload in events]
+
+        def also(conn: Any) -> None:
+            if rows:
+                conn.execute(insert(OutboxEvent), rows)
+
+        await documents.insert_with(inserts, also)
+        for row in rows:
+            OUTBOX_EVENTS.labels(type=row["type"]).inc()
+        _dispatch_publisher().add([row["id"] for row in rows])
+        return True
+
+
+def _event_values(name: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """An outbox row's values for a Core insert (dispatchable at once: not held)."""
+    data = {k: v for k, v in payload.items() if k != "org_id"}
+    return {
+        "id": new_id("evt"),
+        "org_id": str(payload["org_id"]),
+        "type": name,
+        "api_version": API_VERSION,
+        "data": _validated(name, data),
+        "target_endpoint_id": None,
+        "created_at": utcnow(),
+        "dispatched_at": None,
+        "held_at": None,
+        "witness": None,
+    }
+
 
 def outbox_sink(database: Database) -> EventSink:
     """The outbox as the process's event sink (see `OutboxSink`)."""
@@ -199,14 +239,18 @@ async def release(database: Database, rows: Sequence[dict[str, Any]]) -> None:
     still being made) is written again under its id."""
     ids = [row["id"] for row in rows]
     async with database.session() as session:
-        await session.execute(
+        released = await session.scalars(
             update(OutboxEvent)
             .where(OutboxEvent.id.in_(ids), OutboxEvent.held_at.is_not(None))
             .values(held_at=None, witness=None)
+            .returning(OutboxEvent.id)
+            .execution_options(synchronize_session=False)
         )
-        present = set(
-            (await session.scalars(select(OutboxEvent.id).where(OutboxEvent.id.in_(ids)))).all()
-        )
+        present = set(released.all())
+        if len(present) < len(ids):  # the reconciler settled some meanwhile: which are left?
+            others = [i for i in ids if i not in present]
+            query = select(OutboxEvent.id).where(OutboxEvent.id.in_(others))
+            present |= set((await session.scalars(query)).all())
         for row in rows:
             if row["id"] not in present:
                 session.add(OutboxEvent(**row))
@@ -292,16 +336,25 @@ def _dispatch_after_commit(session: AsyncSession, event_id: str) -> None:
     sa_event.listen(sync, "after_rollback", _after_rollback)
 
 
-def _after_commit(sync: Session) -> None:
-    ids: list[str] = sync.info.pop(_PENDING, [])
-    if not ids:
-        return
-    from vocalis.workers.publish import publish_in_background
+_dispatcher: Any = None
 
-    if len(ids) == 1:
-        publish_in_background(DISPATCH_TASK, ids)
-    else:
-        publish_in_background(DISPATCH_MANY_TASK, [ids])
+
+def _dispatch_publisher() -> Any:
+    """The process's dispatch publisher (created on first use: workers import this module)."""
+    global _dispatcher
+    if _dispatcher is None:
+        from vocalis.workers.publish import CoalescingPublisher
+
+        _dispatcher = CoalescingPublisher(DISPATCH_TASK, DISPATCH_MANY_TASK)
+    return _dispatcher
+
+
+def _after_commit(sync: Session) -> None:
+    # One message per transaction when the broker keeps up; transactions committed while
+    # a message is being sent share the next one (`CoalescingPublisher`).
+    ids: list[str] = sync.info.pop(_PENDING, [])
+    if ids:
+        _dispatch_publisher().add(ids)
 
 
 def _after_rollback(sync: Session) -> None:
@@ -341,6 +394,18 @@ async def claim(*, session: AsyncSession, event_id: str) -> OutboxEvent | None:
     return row
 
 
+async def claim_many(*, session: AsyncSession, ids: Sequence[str]) -> Sequence[OutboxEvent]:
+    """`claim` for several events at once: those still undispatched (and not held)."""
+    query = select(OutboxEvent).where(
+        OutboxEvent.id.in_(list(ids)),
+        OutboxEvent.dispatched_at.is_(None),
+        OutboxEvent.held_at.is_(None),
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return (await session.scalars(query)).all()
+
+
 async def mark_dispatched(*, session: AsyncSession, event: OutboxEvent) -> None:
     """Record that the event's deliveries exist."""
     event.dispatched_at = utcnow()
@@ -351,6 +416,7 @@ __all__ = [
     "DISPATCH_TASK",
     "UnknownEventType",
     "claim",
+    "claim_many",
     "mark_dispatched",
     "record_event",
     "release",

@@ -8,7 +8,10 @@ the agent graph whose checkpoints stay in memory (seeded with the request's hist
 when it is over — answered or failed — the same records are written in three operations:
 the ended conversation, its messages (`insert_many`), and its events (`conversation.started`,
 any raised during the turn such as `handoff.requested`, then `conversation.ended`, in that
-order, held in one outbox transaction before the writes: see `vocalis.ports.events`).
+order, held in one outbox transaction before the writes: see `vocalis.ports.events`). When
+the document store is the JSON table of the outbox's own database (the embedded default,
+or PostgreSQL without a document-store URL), all of it is one transaction instead
+(`OutboxSink.record_with_documents`).
 
 What is stored is what the general path stores: the same documents, fields and events,
 with `ephemeral: true` and `ended_reason` `completed` (or the agent's own ending).
@@ -239,10 +242,18 @@ class OneOffTurn:
             await store.insert_conversation(self.backends.documents, self.org_id, doc)
             return True
 
-        # The events are held in the outbox (one transaction) before the writes.
-        await emit_with_change(
-            self.backends.events, events, Witness(store.CONVERSATIONS, doc["_id"]), insert
-        )
+        # With the document store in the outbox's database (the embedded default) the
+        # events, messages and conversation are one transaction; otherwise the events are
+        # held in the outbox (one transaction) before the writes.
+        shared = getattr(self.backends.events, "record_with_documents", None)
+        inserts = [
+            (store.MESSAGES, self.org_id, messages),
+            (store.CONVERSATIONS, self.org_id, [doc]),
+        ]
+        if shared is None or not await shared(events, self.backends.documents, inserts):
+            await emit_with_change(
+                self.backends.events, events, Witness(store.CONVERSATIONS, doc["_id"]), insert
+            )
         log.info(
             "conversation_started",
             conversation_id=doc["_id"],

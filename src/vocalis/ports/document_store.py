@@ -86,3 +86,23 @@ class DocumentStore(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+# (collection, org_id, documents) for `SharedTransactionStore.insert_with`.
+Inserts = Sequence[tuple[str, str, Sequence[Document]]]
+
+
+@runtime_checkable
+class SharedTransactionStore(Protocol):
+    """A document store kept in a relational database (the JSON table): its inserts can
+    share one transaction with other rows of that database (the outbox's events)."""
+
+    def shares_database(self, database: object) -> bool:
+        """Whether the store lives in `database` (the same `core.db.Database`)."""
+        ...
+
+    async def insert_with(self, inserts: Inserts, also: Any) -> None:
+        """Insert every document of `inserts` and run `also(connection)` (a synchronous
+        SQLAlchemy connection) in one transaction: all of it is stored, or none.
+        Raises `DuplicateKey` (nothing stored) when an `_id` exists."""
+        ...

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from vocalis.core.backends import Backends
 from vocalis.core.db import utcnow
@@ -73,40 +74,79 @@ async def dispatch_event(backends: Backends, event_id: str) -> list[str]:
             event = await outbox.claim(session=session, event_id=event_id)
             if event is None:
                 return []
-            query = select(WebhookEndpoint).where(
-                WebhookEndpoint.org_id == event.org_id, WebhookEndpoint.enabled.is_(True)
-            )
-            if event.target_endpoint_id:
-                query = query.where(WebhookEndpoint.id == event.target_endpoint_id)
-            endpoints = [
-                e
-                for e in (await session.scalars(query)).all()
-                if event.target_endpoint_id or e.subscribes_to(event.type)
-            ]
-            now = utcnow()
-            deliveries = [
-                WebhookDelivery(
-                    org_id=event.org_id,
-                    endpoint_id=endpoint.id,
-                    event_id=event.id,
-                    event_type=event.type,
-                    next_attempt_at=now,
-                    enqueued_at=now,
-                )
-                for endpoint in endpoints
-            ]
-            session.add_all(deliveries)
-            await outbox.mark_dispatched(session=session, event=event)
-            ids = [d.id for d in deliveries]
-            # Before the commit: if the broker refuses, the event stays undispatched and
-            # the sweep tries again (consumers are idempotent, a repeat is harmless).
-            await _start_consumers(backends, event)
+            ids = await _deliveries(session, backends, [event])
     except IntegrityError:
         # Another dispatcher created these deliveries first (SQLite has no SKIP LOCKED).
         log.info("outbox_event_already_dispatched", event_id=event_id)
         return []
     await enqueue_deliveries(backends, ids)
     return ids
+
+
+async def dispatch_events(backends: Backends, event_ids: Sequence[str]) -> list[str]:
+    """`dispatch_event` for several events in one transaction (one claim, one endpoint
+    query per organisation, one commit); the new delivery ids, in the events' order.
+
+    When another dispatcher got to one of them first, the events are dispatched one by one
+    instead (each of the others still once)."""
+    if len(event_ids) <= 1:
+        return [d for event_id in event_ids for d in await dispatch_event(backends, event_id)]
+    try:
+        async with backends.database.session() as session:
+            claimed = {e.id: e for e in await outbox.claim_many(session=session, ids=event_ids)}
+            events = [claimed[i] for i in dict.fromkeys(event_ids) if i in claimed]
+            if not events:
+                return []
+            ids = await _deliveries(session, backends, events)
+    except IntegrityError:
+        log.info("outbox_events_already_dispatched", events=len(event_ids))
+        return [d for event_id in event_ids for d in await dispatch_event(backends, event_id)]
+    await enqueue_deliveries(backends, ids)
+    return ids
+
+
+async def _deliveries(
+    session: AsyncSession, backends: Backends, events: Sequence[OutboxEvent]
+) -> list[str]:
+    """Add the deliveries of claimed `events`, mark them dispatched and start their
+    consumers (in the caller's transaction); the new delivery ids."""
+    orgs = sorted({e.org_id for e in events})
+    rows = await session.scalars(
+        select(WebhookEndpoint).where(
+            WebhookEndpoint.org_id.in_(orgs), WebhookEndpoint.enabled.is_(True)
+        )
+    )
+    by_org: dict[str, list[WebhookEndpoint]] = {}
+    for endpoint in rows.all():
+        by_org.setdefault(endpoint.org_id, []).append(endpoint)
+    now = utcnow()
+    deliveries = []
+    for event in events:
+        target = event.target_endpoint_id
+        endpoints = [
+            e
+            for e in by_org.get(event.org_id, [])
+            if (e.id == target if target else e.subscribes_to(event.type))
+        ]
+        deliveries += [
+            WebhookDelivery(
+                org_id=event.org_id,
+                endpoint_id=endpoint.id,
+                event_id=event.id,
+                event_type=event.type,
+                next_attempt_at=now,
+                enqueued_at=now,
+            )
+            for endpoint in endpoints
+        ]
+        event.dispatched_at = now
+    session.add_all(deliveries)
+    await session.flush()
+    # Before the commit: if the broker refuses, the events stay undispatched and the sweep
+    # tries again (consumers are idempotent, a repeat is harmless).
+    for event in events:
+        await _start_consumers(backends, event)
+    return [d.id for d in deliveries]
 
 
 async def _start_consumers(backends: Backends, event: OutboxEvent) -> None:

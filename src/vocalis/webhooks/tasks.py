@@ -59,10 +59,7 @@ async def dispatch_event(ctx: TaskContext, event_id: str) -> int:
 )
 async def dispatch_events(ctx: TaskContext, event_ids: list[str]) -> int:
     """Create and enqueue the deliveries of the outbox events one transaction recorded."""
-    created = 0
-    for event_id in event_ids:
-        created += len(await dispatch.dispatch_event(ctx.backends, event_id))
-    return created
+    return len(await dispatch.dispatch_events(ctx.backends, event_ids))
 
 
 @vocalis_task("vocalis.maintenance.sweep_outbox")

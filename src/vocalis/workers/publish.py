@@ -116,6 +116,59 @@ def publish_in_background(name: str, args: Sequence[Any] = ()) -> None:
     _executor.submit(ctx.run, publish, settings, name, args)
 
 
+class CoalescingPublisher:
+    """Fire-and-forget publishes of id lists, at most one in flight per process.
+
+    `add(ids)` publishes at once when nothing is being sent; ids added while a message is
+    on its way wait and leave together in the next one (one id: `single_task` with `[id]`;
+    several: `many_task` with `[ids]`, at most `max_batch` per message). Under load this
+    turns one broker message and one task run per transaction into one per batch, and it
+    never delays a lone publish. The trace context is the one of the call that started
+    the drain (the first of a batch).
+    """
+
+    def __init__(self, single_task: str, many_task: str, *, max_batch: int = 200) -> None:
+        self.single_task = single_task
+        self.many_task = many_task
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._draining = False
+
+    def add(self, ids: Sequence[str]) -> None:
+        """Queue `ids` for publishing (in this order, after the ids queued before)."""
+        if not ids:
+            return
+        with self._lock:
+            self._pending.extend(ids)
+            if self._draining:
+                return
+            self._draining = True
+        settings = configured_settings()
+        ctx = contextvars.copy_context()
+        try:
+            _executor.submit(ctx.run, self._drain, settings)
+        except RuntimeError:  # the executor is shut down (interpreter exit)
+            with self._lock:
+                self._draining = False
+
+    def _drain(self, settings: Settings) -> None:
+        while True:
+            with self._lock:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                if not batch:
+                    self._draining = False
+                    return
+            try:
+                if len(batch) == 1:
+                    publish(settings, self.single_task, batch)
+                else:
+                    publish(settings, self.many_task, [batch])
+            except Exception:  # pragma: no cover - publish never raises; keep draining
+                log.exception("task_publish_failed", task=self.many_task)
+
+
 def reset_broker_state() -> None:
     """Forget that a broker was down (tests restarting a broker)."""
     _down_until.clear()
