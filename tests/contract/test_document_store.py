@@ -22,7 +22,12 @@ from tests.fixtures.services import PG_ADMIN_DSN, drop_pg_database
 from vocalis.adapters.mongo_document_store import MongoDocumentStore
 from vocalis.adapters.sql_document_store import SqlDocumentStore, StoredDocument
 from vocalis.core.db import Database
-from vocalis.ports.document_store import Document, DocumentStore, DuplicateKey
+from vocalis.ports.document_store import (
+    Document,
+    DocumentStore,
+    DuplicateKey,
+    insert_then_update,
+)
 
 COLL = "items"
 ORG_A = "org_a"
@@ -564,3 +569,27 @@ async def test_mongo_ping_raises_when_the_server_is_unreachable() -> None:
             await store.ping()
     finally:
         await store.close()
+
+
+async def test_insert_then_update_stores_both_and_a_duplicate_neither_where_atomic(
+    store: DocumentStore,
+) -> None:
+    """A turn's message and its conversation's counters (`insert_then_update`): one
+    transaction on the JSON table; two calls, insert first, elsewhere."""
+    await store.insert("conv", "org_a", {"_id": "c1", "count": 0})
+    matched = await insert_then_update(
+        store, "msgs", "org_a", {"_id": "m1", "n": 1}, "conv", {"_id": "c1"}, {"$inc": {"count": 1}}
+    )
+    assert matched
+    assert await store.get("msgs", "org_a", "m1") == {"_id": "m1", "n": 1, "org_id": "org_a"}
+    assert (await store.get("conv", "org_a", "c1") or {})["count"] == 1
+    # Another organisation's conversation is not reached.
+    assert not await insert_then_update(
+        store, "msgs", "org_b", {"_id": "m2"}, "conv", {"_id": "c1"}, {"$inc": {"count": 1}}
+    )
+    assert (await store.get("conv", "org_a", "c1") or {})["count"] == 1
+    with pytest.raises(DuplicateKey):
+        await insert_then_update(
+            store, "msgs", "org_a", {"_id": "m1"}, "conv", {"_id": "c1"}, {"$inc": {"count": 1}}
+        )
+    assert (await store.get("conv", "org_a", "c1") or {})["count"] == 1

@@ -547,10 +547,9 @@ class SqlDocumentStore:
         query = select(func.count()).where(self._where(collection, org_id, filter))
         return int(await self._run(lambda conn: conn.execute(query).scalar_one()))
 
-    async def update_one(
+    def _update_work(
         self, collection: str, org_id: str, filter: Filter, update: Mapping[str, Any]
-    ) -> bool:
-        """Apply `update` to the first match; returns whether one matched."""
+    ) -> Callable[[Connection], bool]:
         _check_update_paths(update)  # reject a bad update even when nothing matches
         query = (
             select(StoredDocument.id, StoredDocument.body)
@@ -573,7 +572,36 @@ class SqlDocumentStore:
             )
             return True
 
-        return await self._run(work, write=True)
+        return work
+
+    async def update_one(
+        self, collection: str, org_id: str, filter: Filter, update: Mapping[str, Any]
+    ) -> bool:
+        """Apply `update` to the first match; returns whether one matched."""
+        return await self._run(self._update_work(collection, org_id, filter, update), write=True)
+
+    async def insert_then_update(
+        self,
+        insert_into: str,
+        org_id: str,
+        doc: Document,
+        collection: str,
+        filter: Filter,
+        update: Mapping[str, Any],
+    ) -> bool:
+        """`insert` then `update_one`, in one transaction (one hop): both or neither
+        (`DuplicateKey` when the document's `_id` exists); whether the update matched."""
+        row = _row(insert_into, org_id, doc)
+        updating = self._update_work(collection, org_id, filter, update)
+
+        def work(conn: Connection) -> bool:
+            conn.execute(insert(StoredDocument), [row])
+            return updating(conn)
+
+        try:
+            return await self._run(work, write=True)
+        except IntegrityError as exc:
+            raise DuplicateKey(f"{insert_into}: _id {row['id']!r} already exists") from exc
 
     async def delete_many(self, collection: str, org_id: str, filter: Filter | None = None) -> int:
         """Delete every match; returns how many were deleted."""

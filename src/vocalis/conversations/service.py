@@ -38,7 +38,7 @@ from vocalis.core.ids import new_id
 from vocalis.core.redaction import redact
 from vocalis.flags.registry import PII_REDACTION_IN_TRANSCRIPTS
 from vocalis.flags.service import flag_value
-from vocalis.ports.document_store import Document
+from vocalis.ports.document_store import Document, insert_then_update
 from vocalis.ports.events import Witness, emit_with_change
 from vocalis.ports.llm import ToolCall
 
@@ -550,11 +550,14 @@ class Turn:
             for c in calls
             if c.id in final.awaiting_tool_calls
         ]
-        await store.insert_message(self.backends.documents, self.org_id, doc)
-        await store.update_conversation(
+        # The reply and the conversation's counters: one transaction where the store can.
+        await insert_then_update(
             self.backends.documents,
+            store.MESSAGES,
             self.org_id,
-            self.conversation_id,
+            doc,
+            store.CONVERSATIONS,
+            {"_id": self.conversation_id},
             {
                 "$set": {"last_message_at": doc["created_at"], "awaiting_tool_calls": awaiting},
                 "$inc": {
@@ -690,11 +693,13 @@ async def _store_user_message(
 async def _insert_user_message(
     backends: Backends, org_id: str, doc: Document, user: Document
 ) -> None:
-    await store.insert_message(backends.documents, org_id, user)
-    await store.update_conversation(
+    await insert_then_update(
         backends.documents,
+        store.MESSAGES,
         org_id,
-        doc["_id"],
+        user,
+        store.CONVERSATIONS,
+        {"_id": doc["_id"]},
         {"$set": {"last_message_at": user["created_at"]}, "$inc": {"message_count": 1}},
     )
 

@@ -106,3 +106,39 @@ class SharedTransactionStore(Protocol):
         SQLAlchemy connection) in one transaction: all of it is stored, or none.
         Raises `DuplicateKey` (nothing stored) when an `_id` exists."""
         ...
+
+
+@runtime_checkable
+class InsertThenUpdate(Protocol):
+    """A document store that can insert one document and update another in one
+    transaction (the JSON table); others make the two calls one after the other."""
+
+    async def insert_then_update(
+        self,
+        insert_into: str,
+        org_id: str,
+        doc: Document,
+        collection: str,
+        filter: Filter,
+        update: Mapping[str, Any],
+    ) -> bool:
+        """Insert `doc` into `insert_into`, then apply `update` to the first match of
+        `filter` in `collection`, as one transaction; whether the update matched."""
+        ...
+
+
+async def insert_then_update(
+    store: DocumentStore,
+    insert_into: str,
+    org_id: str,
+    doc: Document,
+    collection: str,
+    filter: Filter,
+    update: Mapping[str, Any],
+) -> bool:
+    """Insert `doc`, then update the first match of `filter`: in one transaction where the
+    store can (`InsertThenUpdate`), else as two calls (the insert first)."""
+    if isinstance(store, InsertThenUpdate):
+        return await store.insert_then_update(insert_into, org_id, doc, collection, filter, update)
+    await store.insert(insert_into, org_id, doc)
+    return await store.update_one(collection, org_id, filter, update)
