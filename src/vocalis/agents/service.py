@@ -16,7 +16,7 @@ from vocalis.agents.model_providers import check_agent_providers
 from vocalis.agents.models import Agent, AgentVersion
 from vocalis.agents.runtimes.base import AGENT_HANDOFF_NOT_FOUND, require_runtime
 from vocalis.agents.schemas import AgentConfig, AgentOut, AgentUpdate, AgentVersionOut
-from vocalis.core.db import utcnow
+from vocalis.core.db import Database, utcnow
 from vocalis.core.errors import (
     NotFound,
     RequestError,
@@ -181,6 +181,20 @@ async def get_agent(*, session: AsyncSession, org_id: str, agent_id: str) -> Age
     if row is None:
         raise _not_found(agent_id)
     return AgentView(row[0], row[1])
+
+
+async def current_version(*, database: Database, org_id: str, agent_id: str) -> int:
+    """The version number of one live agent of the organisation (one indexed read, no ORM
+    session); NotFound otherwise. Its configuration is immutable: callers cache it by
+    version (`conversations.service.agent_config`)."""
+    query = select(Agent.version).where(
+        Agent.id == agent_id, Agent.org_id == org_id, Agent.deleted_at.is_(None)
+    )
+    async with database.engine.connect() as conn:
+        version = (await conn.execute(query)).scalar_one_or_none()
+    if version is None:
+        raise _not_found(agent_id)
+    return int(version)
 
 
 async def list_agents(

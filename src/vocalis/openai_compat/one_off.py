@@ -274,14 +274,19 @@ async def begin_one_off(
     metadata: Mapping[str, str],
 ) -> OneOffTurn:
     """Check the agent (404) and prepare the turn; nothing is stored yet."""
-    async with backends.database.session() as session:
-        view = await agents.get_agent(session=session, org_id=org_id, agent_id=agent_id)
+    # The current version (one read); its configuration is immutable and cached by version.
+    version = await agents.current_version(
+        database=backends.database, org_id=org_id, agent_id=agent_id
+    )
+    config = await conversations.agent_config(
+        backends.database, org_id=org_id, agent_id=agent_id, version=version
+    )
     now = store.iso(utcnow())
     conversation_id = new_id("cnv")
     doc: Document = {
         "_id": conversation_id,
         "agent_id": agent_id,
-        "agent_version": view.agent.version,
+        "agent_version": version,
         "channel": "api",
         "status": "active",
         "created_at": now,
@@ -299,4 +304,4 @@ async def begin_one_off(
     user = _message(
         conversation_id, 1, "user", content, conversations.redaction_on(backends, org_id)
     )
-    return OneOffTurn(backends, runtime, org_id, doc, view.config, history, user)
+    return OneOffTurn(backends, runtime, org_id, doc, config, history, user)
