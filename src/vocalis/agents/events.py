@@ -16,7 +16,8 @@ from vocalis.ports.retriever import Passage
 
 @dataclass(frozen=True)
 class Citation:
-    """A passage the answer cites as `[n]`."""
+    """A passage the answer cites as `[n]`, or — `attributed` — one the output guard found
+    the answer draws on when the model wrote no marker (see `vocalis.agents.attribution`)."""
 
     n: int
     document_id: str
@@ -26,9 +27,10 @@ class Citation:
     score: float = 0.0
     page: int | None = None
     section: str | None = None
+    attributed: bool = False
 
     @classmethod
-    def of(cls, n: int, passage: Passage) -> Citation:
+    def of(cls, n: int, passage: Passage, *, attributed: bool = False) -> Citation:
         """The citation for passage number `n`."""
         return cls(
             n=n,
@@ -39,6 +41,7 @@ class Citation:
             score=passage.score,
             page=passage.page,
             section=passage.section,
+            attributed=attributed,
         )
 
 

@@ -49,7 +49,12 @@ from vocalis.agents.events import (
     TurnUsage,
 )
 from vocalis.agents.mcp_servers import McpServerUse
-from vocalis.agents.prompting import NumberedPassage, format_passages, system_prompt
+from vocalis.agents.prompting import (
+    NumberedPassage,
+    number_passages,
+    system_prompt,
+    tool_result_text,
+)
 from vocalis.agents.providers import CostLedger
 from vocalis.agents.telemetry import identity, span
 from vocalis.agents.tools.base import EventSink, Toolbox, ToolContext, ToolResult
@@ -249,9 +254,14 @@ def _passages(turn: Mapping[str, Any]) -> list[NumberedPassage]:
     return [NumberedPassage(p["n"], Passage(**p["passage"])) for p in turn["passages"]]
 
 
-def _numbered(turn: Mapping[str, Any], passages: Sequence[Passage]) -> list[dict[str, Any]]:
-    start = len(turn["passages"]) + 1
-    return [{"n": start + i, "passage": asdict(p)} for i, p in enumerate(passages)]
+def _numbered(
+    turn: Mapping[str, Any], passages: Sequence[Passage]
+) -> tuple[list[NumberedPassage], list[dict[str, Any]]]:
+    """`passages` numbered for the turn (see `number_passages`), and the turn's passages
+    with the new ones added."""
+    shown, new = number_passages(_passages(turn), passages)
+    added = [{"n": p.n, "passage": asdict(p.passage)} for p in new]
+    return shown, [*turn["passages"], *added]
 
 
 def history_window(messages: Sequence[Message], limit: int) -> list[Message]:
@@ -348,7 +358,7 @@ async def retrieve(state: AgentState, ctx: AgentContext, write: StreamWriter) ->
     passages = await ctx.retriever.retrieve(
         ctx.org_id, list(ctx.agent.knowledge_base_ids), turn["user_text"], ctx.agent.limits.top_k
     )
-    turn["passages"] = _numbered(turn, passages)
+    _, turn["passages"] = _numbered(turn, passages)
     turn["latency_ms"] = {**turn["latency_ms"], "retrieve": _elapsed_ms(started)}
     return {"turn": turn}
 
@@ -468,13 +478,8 @@ async def tools(state: AgentState, ctx: AgentContext, write: StreamWriter) -> di
     results = await asyncio.gather(*(run_one(c) for c in calls))
     messages: list[Message] = []
     for call, result in zip(calls, results, strict=True):
-        content = result.content
-        if result.passages:
-            numbered = _numbered(turn, result.passages)
-            turn["passages"] = [*turn["passages"], *numbered]
-            content += "\n" + format_passages(
-                NumberedPassage(p["n"], Passage(**p["passage"])) for p in numbered
-            )
+        shown, turn["passages"] = _numbered(turn, result.passages)
+        content = tool_result_text(result.content, shown, turn["user_text"])
         if guards.injection_flags(content):
             turn["flags"] = [*turn["flags"], "prompt_injection_in_tool_result"]
             write(GuardFlag("prompt_injection_in_tool_result", call.name))
@@ -540,6 +545,7 @@ async def output_guard(state: AgentState, ctx: AgentContext, write: StreamWriter
         instructions=ctx.agent.instructions,
         passages={p["n"]: Passage(**p["passage"]) for p in turn["passages"]},
         max_chars=ctx.agent.limits.max_output_chars,
+        question=turn["user_text"],
     )
     for event in settled.events:
         write(event)

@@ -5,7 +5,8 @@ a prompt-injection attempt: blocking on patterns would refuse legitimate questio
 prompts, and the flag lets the model be reminded of its instructions and lets operators see
 it on the span and the message. The output guard makes the final text safe to keep:
 never empty, not oversize, no verbatim leak of the agent's instructions, and only citations
-of passages that exist.
+of passages that exist. A reply that cites no passage although the turn gave the model some
+is attributed to the passages that support it (`vocalis.agents.attribution`), if any.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from vocalis.agents.attribution import attribute
 from vocalis.agents.events import Citation, GuardFlag, TextDelta
 from vocalis.agents.prompting import cited_numbers
+from vocalis.core import metrics
 from vocalis.ports.retriever import Passage
 
 TOO_LONG_REPLY = "Your message is too long for me to process. Please shorten it and try again."
@@ -52,6 +55,10 @@ INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 def injection_flags(text: str) -> list[str]:
     """Names of the prompt-injection patterns the text matches."""
     return [name for name, pattern in INJECTION_PATTERNS if pattern.search(text)]
+
+
+# Flags of a reply the guard wrote in place of the model's.
+REPLACING_FLAGS = frozenset({"empty_output", "instructions_leak"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,9 @@ class SettledReply:
 
     content: str
     flags: tuple[str, ...]  # the output guard's own
-    citations: tuple[Citation, ...]  # of passages the turn was given, in citation order
+    # Of passages the turn was given: those cited as `[n]` in citation order, or else
+    # those the reply was attributed to (`attributed=True`), best supported first.
+    citations: tuple[Citation, ...]
     replaced: bool  # the guard changed text the caller had already been streamed
     events: tuple[GuardFlag | TextDelta, ...]  # to send before the `FinalMessage`
 
@@ -123,9 +132,11 @@ def settle_reply(
     instructions: str,
     passages: Mapping[int, Passage],
     max_chars: int,
+    question: str = "",
 ) -> SettledReply:
     """The output guard over a turn's draft reply, shared by every runtime: the flags to
-    report, the whole text when nothing was streamed yet, and the citations kept."""
+    report, the whole text when nothing was streamed yet, and the citations kept — or, when
+    the reply cites none, attributed from the passages that support it beyond `question`."""
     check = check_output(
         draft, instructions=instructions, passage_numbers=passages.keys(), max_chars=max_chars
     )
@@ -133,11 +144,27 @@ def settle_reply(
     events: list[GuardFlag | TextDelta] = [GuardFlag(flag) for flag in check.flags]
     if not streamed:
         events.append(TextDelta(check.content))  # nothing reached the caller yet: send it whole
-    cited = [n for n in cited_numbers(check.content) if n in passages]
+    citations = reply_citations(check, passages, question=question)
     return SettledReply(
         content=check.content,
         flags=check.flags,
-        citations=tuple(Citation.of(n, passages[n]) for n in cited),
+        citations=citations,
         replaced=bool(streamed) and streamed != check.content,
         events=tuple(events),
     )
+
+
+def reply_citations(
+    check: OutputCheck, passages: Mapping[int, Passage], *, question: str
+) -> tuple[Citation, ...]:
+    """The `[n]` citations of a checked reply, or its attributed ones when it has none."""
+    cited = [n for n in cited_numbers(check.content) if n in passages]
+    if cited:
+        metrics.AGENT_CITATIONS.labels("cited").inc(len(cited))
+        return tuple(Citation.of(n, passages[n]) for n in cited)
+    if check.flags and set(check.flags) & REPLACING_FLAGS:
+        return ()  # the guard's own reply, not the model's: it draws on nothing
+    found = attribute(check.content, passages, question=question)
+    if found:
+        metrics.AGENT_CITATIONS.labels("attributed").inc(len(found))
+    return tuple(Citation.of(a.n, passages[a.n], attributed=True) for a in found)

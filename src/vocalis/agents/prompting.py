@@ -2,7 +2,10 @@
 
 Passages go into the context as numbered `<passage>` blocks; models cite them as `[n]`.
 The extractive responder reads the same blocks back, so the embedded default and real
-models see exactly one format.
+models see exactly one format. A passage keeps one number for the whole turn, however many
+times retrieval and tools find it. A tool result with passages reads as the passages, then
+the user's question again and a cue to answer from them: a small model that reads "2
+passages found." answers that line instead of the question.
 """
 
 from __future__ import annotations
@@ -63,6 +66,44 @@ def format_passages(passages: Iterable[NumberedPassage]) -> str:
         f"{p.passage.text.strip()}\n</passage>"
         for p in passages
     )
+
+
+def _key(passage: Passage) -> tuple[str, str]:
+    return passage.document_id, passage.chunk_id or passage.text
+
+
+def number_passages(
+    numbered: Sequence[NumberedPassage], found: Iterable[Passage]
+) -> tuple[list[NumberedPassage], list[NumberedPassage]]:
+    """`found` numbered for the turn that already has `numbered`: a passage found before
+    keeps its number, a new one takes the next. Returns all of `found` so numbered, and the
+    new ones (for the turn to add)."""
+    known = {_key(p.passage): p for p in numbered}
+    next_n = max((p.n for p in numbered), default=0) + 1
+    shown: list[NumberedPassage] = []
+    new: list[NumberedPassage] = []
+    for passage in found:
+        key = _key(passage)
+        if key not in known:
+            known[key] = NumberedPassage(next_n, passage)
+            new.append(known[key])
+            next_n += 1
+        if known[key] not in shown:
+            shown.append(known[key])
+    return shown, new
+
+
+def tool_result_text(content: str, passages: Sequence[NumberedPassage], question: str) -> str:
+    """What the model reads back from a tool: its content, or — when it found passages —
+    the passages, then the user's question again with a cue to answer from them."""
+    if not passages:
+        return content
+    text = format_passages(passages)
+    if question.strip():
+        which = "passage" if len(passages) == 1 else "passages"
+        numbers = ", ".join(f"[{p.n}]" for p in passages)
+        text += f"\n\nQuestion: {question.strip()}\nAnswer from {which} {numbers}:"
+    return text
 
 
 def parse_passages(text: str) -> list[ContextPassage]:

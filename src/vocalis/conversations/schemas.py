@@ -18,7 +18,8 @@ SSE_EVENTS: dict[str, str] = {
     "tool_call": '`{"id", "name", "arguments"}`: the agent called a tool.',
     "tool_result": '`{"id", "name", "content", "is_error"}`: the tool answered.',
     "handoff": '`{"reason"}`: the conversation was handed to a person.',
-    "citation": "A `Citation`: a passage the reply cites as `[n]` (after the last delta).",
+    "citation": "A `Citation`: a passage the reply cites as `[n]`, or one an unmarked reply "
+    "was attributed to (`attributed: true`); after the last delta.",
     "message.completed": "The stored assistant `Message` (authoritative text; `replaced` "
     "is true when it differs from the deltas). Last event of a successful turn.",
     "error": "A problem+json body; the turn failed and the stream ends.",
@@ -52,7 +53,7 @@ class ConversationEnd(BaseModel):
 
 
 class Citation(BaseModel):
-    """A passage the answer cites as `[n]`."""
+    """A passage the answer cites as `[n]`, or one it was attributed to (`attributed`)."""
 
     n: int
     document_id: str
@@ -62,6 +63,12 @@ class Citation(BaseModel):
     score: float = 0.0
     page: int | None = None
     section: str | None = None
+    attributed: bool = Field(
+        default=False,
+        description="False: the reply cites this passage as `[n]`. True: the reply carries "
+        "no marker and the output guard attributed it to this passage, which supports what "
+        "it says (`n` is then the passage's number in the turn, not a marker in the text).",
+    )
 
 
 class ToolCall(BaseModel):

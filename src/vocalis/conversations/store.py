@@ -108,7 +108,12 @@ MESSAGE_COLLECTION = declare_collection(
         *(
             DocField(name, kind, f"Assistant messages: {what}", always=False)
             for name, kind, what in (
-                ("citations", "array", "the knowledge passages the answer cites."),
+                (
+                    "citations",
+                    "array",
+                    "the knowledge passages the answer cites (`attributed`: true when "
+                    "the answer wrote no `[n]` and the passage was attributed to it).",
+                ),
                 ("tool_calls", "array", "`id`, `name`, `arguments` of each tool call."),
                 ("tool_results", "array", "`id`, `name`, `content`, `is_error` of each result."),
                 (

@@ -426,7 +426,8 @@ def agent_runtimes() -> str:
         ],
         [
             "output guard",
-            "Never empty, no instruction leak, only real citations, length cap; `FinalMessage`.",
+            "Never empty, no instruction leak, only real citations (or, with none, attributed "
+            "ones), length cap; `FinalMessage`.",
             "remember",
         ],
         [
@@ -464,7 +465,8 @@ def agent_runtimes() -> str:
         ],
         [
             "output guard",
-            "Never empty, no instruction leak, only real citations, length cap; `FinalMessage`.",
+            "Never empty, no instruction leak, only real citations (or, with none, attributed "
+            "ones), length cap; `FinalMessage`.",
             "remember",
         ],
         [

@@ -920,7 +920,7 @@ class ResponseOutputAudioTranscriptDone(ServerEvent):
 
 
 class VocalisCitation(BaseModel):
-    """A passage the answer cites as `[n]`."""
+    """A passage the answer cites as `[n]`, or one it was attributed to (`attributed`)."""
 
     n: int
     document_id: str
@@ -930,6 +930,12 @@ class VocalisCitation(BaseModel):
     score: float = 0.0
     page: int | None = None
     section: str | None = None
+    attributed: bool = Field(
+        default=False,
+        description="False: the reply cites this passage as `[n]`. True: the reply carries "
+        "no marker and the output guard attributed it to this passage, which supports what "
+        "it says (`n` is then the passage's number in the turn, not a marker in the text).",
+    )
 
 
 class VocalisSpeculation(BaseModel):

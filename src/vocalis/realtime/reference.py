@@ -443,6 +443,7 @@ SERVER_EXAMPLES: dict[str, dict[str, Any]] = {
                     "score": 0.82,
                     "page": 2,
                     "section": "Delivery times",
+                    "attributed": False,
                 }
             ],
             "latency_ms": {"retrieve": 18.0, "first_token": 240.5, "total": 610.2},

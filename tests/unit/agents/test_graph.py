@@ -87,6 +87,29 @@ async def test_tool_result_is_fed_back_to_the_model(graph: Any) -> None:
     assert final.content == "Within 14 days [1]."
 
 
+async def test_a_tool_result_reads_as_its_passages_then_the_question(graph: Any) -> None:
+    model = ScriptedChatModel(
+        [say("", call("search_knowledge", query="refunds issued")), say("Within 14 days.")]
+    )
+    ctx = make_context(model, tools=[SEARCH], retriever=knowledge(), knowledge_base_ids=["kb_1"])
+    events = await events_of(graph, ctx, "How long do refunds take?")
+    [result] = [e for e in events if isinstance(e, ToolResultEvent)]
+    assert result.content == "1 passages found."  # the caller sees the tool's own line
+    system, *_, tool = model.requests[1].messages
+    # Retrieval numbered the passage [1]; found again by the tool, it keeps that number and
+    # is shown once. The model reads it, then the question again and a cue to answer it.
+    assert system.content.count("Refunds are issued within 14 days") == 1
+    assert tool.content == (
+        '<passage n="1" source="refunds.md">\nRefunds are issued within 14 days of the return.'
+        "\n</passage>\n\nQuestion: How long do refunds take?\nAnswer from passage [1]:"
+    )
+    # The model wrote no [n]: the reply is attributed to the passage that supports it.
+    final = events[-1]
+    assert [(c.n, c.document_name, c.attributed) for c in final.citations] == [
+        (1, "refunds.md", True)
+    ]
+
+
 async def test_answer_cites_the_retrieved_passages_it_uses(graph: Any) -> None:
     model = ScriptedChatModel([say("We open at 9 am [1].")])
     ctx = make_context(model, retriever=knowledge(), knowledge_base_ids=["kb_1"])

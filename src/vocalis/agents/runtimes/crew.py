@@ -69,8 +69,9 @@ from vocalis.agents.events import (
 from vocalis.agents.graph import AgentContext, AgentSpec
 from vocalis.agents.prompting import (
     NumberedPassage,
-    format_passages,
+    number_passages,
     system_prompt,
+    tool_result_text,
 )
 from vocalis.agents.runtimes.chain_client import from_openai_message
 from vocalis.agents.telemetry import identity, span
@@ -179,11 +180,11 @@ class _Turn:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
 
     def number(self, passages: Sequence[Passage]) -> list[NumberedPassage]:
+        """The passages numbered for this turn; new ones join the turn's."""
         with self.lock:
-            start = len(self.passages) + 1
-            numbered = [NumberedPassage(start + i, p) for i, p in enumerate(passages)]
-            self.passages += numbered
-        return numbered
+            shown, new = number_passages(self.passages, passages)
+            self.passages += new
+        return shown
 
     def from_thread(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run a coroutine on the turn's loop from a worker thread, in the turn's context."""
@@ -503,9 +504,7 @@ class ToolboxTool(BaseTool):
         turn.latency["tools"] = round(
             turn.latency.get("tools", 0.0) + (time.perf_counter() - begin) * 1000, 1
         )
-        content = result.content
-        if result.passages:
-            content += "\n" + format_passages(turn.number(result.passages))
+        content = tool_result_text(result.content, turn.number(result.passages), turn.user_text)
         if guards.injection_flags(content):
             turn.flags.append("prompt_injection_in_tool_result")
             turn.emit(GuardFlag("prompt_injection_in_tool_result", self._tool_name))
@@ -700,6 +699,7 @@ class CrewEngine:
             instructions=turn.ctx.agent.instructions,
             passages={p.n: p.passage for p in turn.passages},
             max_chars=turn.ctx.agent.limits.max_output_chars,
+            question=user_text,
         )
         for event in settled.events:
             yield event

@@ -56,7 +56,12 @@ from vocalis.agents.events import (
     TurnUsage,
 )
 from vocalis.agents.graph import AgentContext
-from vocalis.agents.prompting import NumberedPassage, format_passages, system_prompt
+from vocalis.agents.prompting import (
+    NumberedPassage,
+    number_passages,
+    system_prompt,
+    tool_result_text,
+)
 from vocalis.agents.runtimes.chain_client import ChainReport, chain_client
 from vocalis.agents.schemas import AgentConfig
 from vocalis.agents.telemetry import identity, span
@@ -133,18 +138,19 @@ def _sdk_name(name: str, fallback: str) -> str:
 class _Turn:
     """What one turn accumulates: passages to cite, tool calls, flags."""
 
-    def __init__(self, ctx: AgentContext) -> None:
+    def __init__(self, ctx: AgentContext, user_text: str) -> None:
         self.ctx = ctx
+        self.user_text = user_text
         self.passages: list[NumberedPassage] = []
         self.tool_calls: list[dict[str, Any]] = []
         self.results: dict[str, str] = {}  # call id -> the tool's own content (for events)
         self.flags: list[str] = []
 
     def number(self, passages: Sequence[Passage]) -> list[NumberedPassage]:
-        start = len(self.passages) + 1
-        numbered = [NumberedPassage(start + i, p) for i, p in enumerate(passages)]
-        self.passages += numbered
-        return numbered
+        """The passages numbered for this turn; new ones join the turn's."""
+        shown, new = number_passages(self.passages, passages)
+        self.passages += new
+        return shown
 
     def function_tools(self, toolbox: Toolbox) -> list[Any]:
         tool_ctx = self.ctx.tool_context()
@@ -156,10 +162,10 @@ class _Turn:
                 self.tool_calls.append(asdict(call))
                 with span("agent.tool", {"vocalis.tool.name": name}):
                     result = await toolbox.execute(call, tool_ctx)
-                content = result.content
                 self.results[call.id] = result.content
-                if result.passages:
-                    content += "\n" + format_passages(self.number(result.passages))
+                content = tool_result_text(
+                    result.content, self.number(result.passages), self.user_text
+                )
                 if guards.injection_flags(content):
                     self.flags.append("prompt_injection_in_tool_result")
                 return content
@@ -237,7 +243,7 @@ class OpenAIAgentsEngine:
         turn's user message and reply to them.
         """
         started = time.perf_counter()
-        turn = _Turn(ctx)
+        turn = _Turn(ctx, user_text)
         limits = ctx.agent.limits
         if len(user_text) > limits.max_input_chars:
             turn.flags.append("input_too_large")
@@ -384,6 +390,7 @@ class OpenAIAgentsEngine:
             instructions=ctx.agent.instructions,
             passages={p.n: p.passage for p in turn.passages},
             max_chars=ctx.agent.limits.max_output_chars,
+            question=user_text,
         )
         for event in settled.events:
             yield event

@@ -8,7 +8,7 @@ import { waterfall } from "../waterfall.js";
 export function citationsList(citations) {
   if (!citations || !citations.length) return null;
   return h("ol", { class: "citations", "aria-label": "Sources" }, citations.map((c) =>
-    h("li", { value: c.n || undefined, title: c.text || "" }, `${c.document_name || c.document_id}${c.section ? ` § ${c.section}` : ""}${c.page ? ` p.${c.page}` : ""}`)));
+    h("li", { value: c.n || undefined, title: `${c.attributed ? "Attributed (the reply cites no passage): " : ""}${c.text || ""}` }, `${c.document_name || c.document_id}${c.section ? ` § ${c.section}` : ""}${c.page ? ` p.${c.page}` : ""}${c.attributed ? " (attributed)" : ""}`)));
 }
 
 function bubble(role, text, testid) {
