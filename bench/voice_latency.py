@@ -373,8 +373,9 @@ async def _session(
 SEMANTIC = {"type": "semantic_vad", "eagerness": "auto"}
 
 
-async def ask(caller: Caller, questions: list[bytes]) -> list[dict[str, float]]:
-    """Ask each question, wait for its answer; one latency record per turn."""
+async def ask(caller: Caller, questions: list[bytes]) -> list[dict[str, Any]]:
+    """Ask each question, wait for its answer; one latency record per turn (with the
+    transcript the server heard, under `heard`)."""
     records = []
     for question in questions:
         began = time.monotonic()
@@ -391,7 +392,8 @@ async def ask(caller: Caller, questions: list[bytes]) -> list[dict[str, float]]:
         latency = dict((done[0][1].model_extra or {}).get("vocalis", {}).get("latency_ms", {}))
         if first and caller.sent_speech_end is not None:
             latency["client_first_audio"] = (first[0][0] - caller.sent_speech_end) * 1000
-        records.append(latency)
+        heard = caller.of("conversation.item.input_audio_transcription.completed", began)
+        records.append({**latency, "heard": heard[-1][1].transcript if heard else None})
         await asyncio.sleep(0.5)
     return records
 
@@ -690,8 +692,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # A warm-up turn: the first conversation's set-up does not count.
             await session(SEMANTIC, lambda c: ask(c, speech[:1]))
             began = time.monotonic()
-            one: list[dict[str, float]] = []
-            four: list[dict[str, float]] = []
+            one: list[dict[str, Any]] = []
+            four: list[dict[str, Any]] = []
             semantic_cuts: list[dict[str, Any]] = []
             other_voices: dict[str, list[dict[str, Any]]] = {}
             model: dict[str, Any] = {}
@@ -700,6 +702,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name, utterances in hesitations_by_voice.items():
                     model[name] = await asyncio.to_thread(offline_cutoffs, decider, utterances)
                 model["held_out"] = await asyncio.to_thread(held_out, decider, voice)
+                model["questions"] = [
+                    {"text": text, **await asyncio.to_thread(decider.decide, pcm)}
+                    for text, pcm in zip(QUESTIONS, speech, strict=True)
+                ]
             peer_cuts: list[dict[str, Any]] = []
             overlap: dict[str, list[dict[str, Any]]] = {"interruptions": [], "backchannels": []}
             if "latency" in parts:
@@ -756,7 +762,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if not settings.redis_url:  # the embedded Redis server outlives the process
                 await asyncio.to_thread(embedded_redis.stop, settings.data_dir)
 
-    def latency(records: list[dict[str, float]]) -> dict[str, Any]:
+    def latency(records: list[dict[str, Any]]) -> dict[str, Any]:
         summary: dict[str, Any] = {
             part: stats([r[part] for r in records if part in r])
             for part in (*PARTS, "client_first_audio")
@@ -807,7 +813,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "agent_voice": settings.voice_tts_engine,
         "turn_detection": SEMANTIC,
         "wall_s": round(wall, 1),
-        "one_caller": {"turns": len(one), "latency_ms": one_lat},
+        "one_caller": {
+            "turns": len(one),
+            "latency_ms": one_lat,
+            "per_turn": [
+                {
+                    "question": QUESTIONS[t % len(QUESTIONS)],
+                    "heard": record.get("heard"),
+                    **{
+                        part: round(record[part])
+                        for part in ("endpointing", "first_audio_byte")
+                        if isinstance(record.get(part), float | int)
+                    },
+                }
+                for t, record in enumerate(one)
+            ],
+        },
         "four_callers": {"turns": len(four), "latency_ms": four_lat},
         "false_cutoffs": {
             "semantic_vad": semantic,
@@ -873,6 +894,10 @@ def main() -> None:
     for name, cut in cutoffs["semantic_vad_other_voices"].items():
         print(f"false cut-offs (semantic_vad, {name}): {cut['cut_off']}/{cut['utterances']}")
     for name, cut in cutoffs["offline"].items():
+        if name == "questions":
+            for q in cut:
+                print(f"offline: {q['text']!r} p={q['p']} {q['words']} wait {q['wait_ms']} ms")
+            continue
         if name == "held_out":
             h, t = cut["hesitations"], cut["turns"]
             print(
