@@ -557,7 +557,7 @@ class Settings(BaseSettings):
         0.8,
         "End-of-turn probability at or above which the turn ends at the decision; below it "
         "the wait grows as the probability falls (`eagerness` `high` lowers it, `low` raises it).",
-        "0.8",
+        "0.7",
     )
     voice_turn_max_silence_ms: int = setting(
         3000,
