@@ -173,11 +173,6 @@ async def phone_live(
         telephony_twilio_api_base_url=carrier_cloud.base_url,
         telephony_telnyx_api_base_url=carrier_cloud.base_url,
         telephony_telnyx_public_key=base64.b64encode(public_key).decode(),
-        # Speculative replies (issue 10, in progress) are off here: with them on, a turn
-        # answered by a tool call (transfer_to_human, end_conversation) intermittently got
-        # no reply at all under load (2 of 3 full runs of this module, 2026-12-03).
-        voice_speculation_pause_ms=0,
-        voice_phone_speculation_pause_ms=0,
     )
     await asyncio.to_thread(upgrade, url)
     backends = await build_backends(settings)

@@ -208,6 +208,7 @@ class VoiceConversation:
             realtime=self._realtime_playout,
             span_attributes=self.span_attributes,
             commit=self.replies.commit,
+            discard=self.replies.discard,
             replying=lambda: self.replying,
             interruptions=self._interruptions(),
         )

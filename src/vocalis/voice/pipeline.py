@@ -19,7 +19,6 @@ modalities).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -239,6 +238,7 @@ class ConversationAgentProcessor(FrameProcessor):
         auto_respond: Callable[[], bool],
         modalities: Callable[[], Sequence[Modality]],
         commit: SpeculationCommitter | None = None,
+        discard: SpeculationDiscarder | None = None,
         busy: Callable[[], bool] = lambda: False,
         name: str | None = None,
     ) -> None:
@@ -247,6 +247,7 @@ class ConversationAgentProcessor(FrameProcessor):
         self._auto_respond = auto_respond
         self._modalities = modalities
         self._commit = commit
+        self._discard = discard
         self._busy = busy
         self._item_id: str | None = None
         self._pending: list[tuple[str, str]] = []
@@ -333,14 +334,23 @@ class ConversationAgentProcessor(FrameProcessor):
         return True
 
     async def _drop(self) -> None:
-        """Throw the speculation away (the user went on, or the input changed)."""
+        """Throw the speculation away (the user went on, or the input changed).
+
+        Its turn is discarded before its task is cancelled: a tool call waiting for the turn
+        to be kept, or the turn's end, then gives up at once even when the cancellation is
+        lost on the way (`AgentReplies.discard`); otherwise the turn ran on to wait for a
+        decision nobody makes, this stage waited on it, and the turn that followed was
+        never answered.
+        """
         spec, self._speculation = self._speculation, None
         if spec is None:
             return
+        spec.dropped = True
+        if self._discard is not None:
+            self._discard(spec.request.response_id)
         if spec.task is not None and not spec.task.done():
             spec.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await spec.task
+            await _ended(spec.task)
         self._dropped += 1
         log.info("voice_speculation_dropped", response_id=spec.request.response_id)
         await self.report_metric("speculation_drops", 1.0)
@@ -352,8 +362,7 @@ class ConversationAgentProcessor(FrameProcessor):
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _ended(task)
 
     async def stop(self) -> None:
         """Cancel any speculation, then the worker."""
@@ -381,8 +390,7 @@ class ConversationAgentProcessor(FrameProcessor):
     async def _reply(self) -> None:
         task, self._task = self._task, None
         if task is not None:  # a kept speculation is still answering the turn before
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _ended(task)
         pending, transcript = self._pending, self._transcript
         self._pending, self._transcript = [], None
         await self._answer(self._request(pending, transcript))
@@ -419,16 +427,34 @@ class ConversationAgentProcessor(FrameProcessor):
                     await self.report_metric("first_token_seconds", time.perf_counter() - started)
                 await self.push_frame(LLMTextDelta(text=delta, response_id=request.response_id))
         except Exception as exc:  # the runner recorded it; close the reply properly
-            await self.push_frame(ErrorFrame.from_exception(exc, self.name))
+            if spec is None or not spec.dropped:  # a discarded turn's end is no failure
+                await self.push_frame(ErrorFrame.from_exception(exc, self.name))
         finally:
             aclose = getattr(deltas, "aclose", None)
             if aclose is not None:
                 await aclose()  # on interruption: cancels the agent turn, frees its lock
+        if spec is not None and spec.dropped:
+            return  # thrown away (and ended for the stages after this one): nothing to close
         await self.push_frame(EndOfResponse(response_id=request.response_id))
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait until `task` has ended, however it ends (a cancelled one too). A cancellation of
+    the caller meanwhile is raised: swallowing it too left a stage being stopped running on."""
+    current = asyncio.current_task()
+    cancels = current.cancelling() if current is not None else 0
+    try:
+        await task
+    except asyncio.CancelledError:
+        if current is not None and current.cancelling() > cancels:
+            raise
 
 
 SpeculationCommitter = Callable[[str], Awaitable[bool]]
 """Keeps a speculative reply by response id (`AgentReplies.commit`); False when it is gone."""
+
+SpeculationDiscarder = Callable[[str], None]
+"""Throws a speculative reply away by response id (`AgentReplies.discard`)."""
 
 
 @dataclass(eq=False)
@@ -438,6 +464,7 @@ class _Speculation:
     request: ReplyRequest
     text: str
     task: asyncio.Task[None] | None = None
+    dropped: bool = False
     started: VoiceResponseStarted = field(
         default_factory=lambda: VoiceResponseStarted(response_id="", transcript="")
     )
@@ -784,6 +811,7 @@ def build_voice_pipeline(
     realtime: bool = True,
     span_attributes: SpanAttributes | None = None,
     commit: SpeculationCommitter | None = None,
+    discard: SpeculationDiscarder | None = None,
     replying: Callable[[], bool] = lambda: False,
     interruptions: InterruptionConfig | None = None,
 ) -> VoicePipeline:
@@ -797,7 +825,12 @@ def build_voice_pipeline(
         span_attributes=attributes,
     )
     agent = ConversationAgentProcessor(
-        runner, auto_respond=auto_respond, modalities=modalities, commit=commit, busy=replying
+        runner,
+        auto_respond=auto_respond,
+        modalities=modalities,
+        commit=commit,
+        discard=discard,
+        busy=replying,
     )
     tts = TTSProcessor(
         engines.tts, voice=voice, sample_rate=output_rate, span_attributes=attributes

@@ -51,6 +51,7 @@ class ReplyRecord:
     result: conversations.TurnResult | None = None
     error: BaseException | None = None
     settled: bool = False
+    discarded: bool = False  # a speculation thrown away (it keeps nothing, stops at once)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class AgentReplies:
         record = ReplyRecord(request)
         if request.speculative:
             for stale in self.speculations.values():  # one speculation at a time
+                stale.discarded = True
                 if stale.turn is not None:
                     stale.turn.discard()
             self.speculations = {request.response_id: record}
@@ -117,6 +119,10 @@ class AgentReplies:
                 )
                 record.turn = turn
                 record.begun.set()
+                if record.discarded:  # dropped while its turn was being begun
+                    turn.discard()
+                    await turn.release()
+                    return
                 turn.reply_id = request.reply_item_id
                 record.user_sequence = int(turn.user_message["sequence"])
                 events = turn.events()
@@ -131,7 +137,7 @@ class AgentReplies:
         except Exception as exc:
             record.error = exc
             record.begun.set()
-            if not isinstance(exc, conversations.SpeculationRefused):
+            if not (isinstance(exc, conversations.SpeculationRefused) or record.discarded):
                 log.warning("voice_reply_failed", error=str(exc))
             raise
         finally:
@@ -143,6 +149,22 @@ class AgentReplies:
                     record.turn.discard()
                     await record.turn.release()  # also when its events never started
 
+    def discard(self, response_id: str) -> None:
+        """Throw a speculative reply away: its turn is discarded now, so that what waits
+        for the turn to be kept (its tools, its stored reply) gives up at once, and a turn
+        still being begun is discarded as soon as it is.
+
+        Cancelling the reply's task alone is not enough: a cancellation can be lost on its
+        way (on Python 3.11 `asyncio.wait_for`, which redis-py writes commands through,
+        returns a result that came just as its caller was cancelled), and the turn then runs
+        on to wait for ever for a decision nobody makes."""
+        record = self.speculations.get(response_id)
+        if record is None:
+            return
+        record.discarded = True
+        if record.turn is not None:
+            record.turn.discard()
+
     async def commit(self, response_id: str) -> bool:
         """Keep a speculative reply (the turn ended where it was prepared): its user message
         is stored now, the rest as it completes. False when it is gone (failed, refused)."""
@@ -152,7 +174,7 @@ class AgentReplies:
         await record.begun.wait()
         if self.speculations.pop(response_id, None) is None or record.turn is None:
             return False  # it failed, was refused or was dropped meanwhile
-        if record.error is not None:
+        if record.error is not None or record.discarded:
             return False
         self.records[response_id] = record
         self.idle.clear()
