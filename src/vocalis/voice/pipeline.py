@@ -77,6 +77,7 @@ from vocalis.voice.processors import (
     STTProcessor,
     TTSProcessor,
     VADProcessor,
+    task_ended,
 )
 from vocalis.voice.turns import SpanAttributes, VoiceTurn, start_turn
 
@@ -350,7 +351,7 @@ class ConversationAgentProcessor(FrameProcessor):
             self._discard(spec.request.response_id)
         if spec.task is not None and not spec.task.done():
             spec.task.cancel()
-            await _ended(spec.task)
+            await task_ended(spec.task)
         self._dropped += 1
         log.info("voice_speculation_dropped", response_id=spec.request.response_id)
         await self.report_metric("speculation_drops", 1.0)
@@ -362,7 +363,7 @@ class ConversationAgentProcessor(FrameProcessor):
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
-            await _ended(task)
+            await task_ended(task)
 
     async def stop(self) -> None:
         """Cancel any speculation, then the worker."""
@@ -390,7 +391,7 @@ class ConversationAgentProcessor(FrameProcessor):
     async def _reply(self) -> None:
         task, self._task = self._task, None
         if task is not None:  # a kept speculation is still answering the turn before
-            await _ended(task)
+            await task_ended(task)
         pending, transcript = self._pending, self._transcript
         self._pending, self._transcript = [], None
         await self._answer(self._request(pending, transcript))
@@ -436,18 +437,6 @@ class ConversationAgentProcessor(FrameProcessor):
         if spec is not None and spec.dropped:
             return  # thrown away (and ended for the stages after this one): nothing to close
         await self.push_frame(EndOfResponse(response_id=request.response_id))
-
-
-async def _ended(task: asyncio.Task[None]) -> None:
-    """Wait until `task` has ended, however it ends (a cancelled one too). A cancellation of
-    the caller meanwhile is raised: swallowing it too left a stage being stopped running on."""
-    current = asyncio.current_task()
-    cancels = current.cancelling() if current is not None else 0
-    try:
-        await task
-    except asyncio.CancelledError:
-        if current is not None and current.cancelling() > cancels:
-            raise
 
 
 SpeculationCommitter = Callable[[str], Awaitable[bool]]

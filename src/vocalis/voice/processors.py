@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from vocalis.core.audio import Resampler, check_pcm16, duration_seconds, resample
 from vocalis.ports.speech import TurnDetector
@@ -93,6 +93,19 @@ DOWNSTREAM = Direction.DOWNSTREAM
 UPSTREAM = Direction.UPSTREAM
 
 
+async def task_ended(task: asyncio.Task[Any]) -> None:
+    """Wait until `task` has ended, however it ends (a cancelled one too). A cancellation of
+    the caller meanwhile is raised: swallowing it too left a stage being stopped running on
+    (on Python 3.11 `asyncio.wait_for`, which redis-py uses, can lose a cancellation)."""
+    current = asyncio.current_task()
+    cancels = current.cancelling() if current is not None else 0
+    try:
+        await task
+    except asyncio.CancelledError:
+        if current is not None and current.cancelling() > cancels:
+            raise
+
+
 class FrameProcessor:
     """One stage of the pipeline. Override `process_frame`; call `push_frame` to emit."""
 
@@ -131,8 +144,7 @@ class FrameProcessor:
         self._worker = None
         if not worker.done():
             worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            await task_ended(worker)
 
     # --- frame flow ---------------------------------------------------------------------
     async def queue_frame(self, frame: Frame, direction: Direction = DOWNSTREAM) -> None:
@@ -647,8 +659,7 @@ class VADProcessor(FrameProcessor):
         task, self._decision_task = self._decision_task, None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task_ended(task)
         await super().stop()
 
     async def _emit(self, event: tuple[str, float], rate: int) -> None:
@@ -707,6 +718,14 @@ class STTProcessor(FrameProcessor):
     `AudioIn` stops here (the turn's audio travels on in `TranscriptFinal.audio`). With
     `partial_interval_ms` set and an engine that supports it, provisional transcripts are
     emitted while the user is still speaking.
+
+    At each pause the speech since the last one is transcribed (for the speculative reply);
+    a turn that ends there keeps those segments. A turn that went on after a pause is
+    transcribed whole at its end when it is no longer than `whole_turn_max_s`: Whisper's
+    cost is its encoder window, not the audio's length, so the whole turn costs about what
+    its tail would, and it has no seams (a segment cut mid-sentence is sometimes completed
+    by Whisper — "shipping take | to Canada take" — and the word doubled). Longer turns keep
+    the segments and transcribe only the tail.
     """
 
     interruptible = False  # what the user said must be transcribed even during a barge-in
@@ -718,11 +737,13 @@ class STTProcessor(FrameProcessor):
         language: str | None = None,
         partial_interval_ms: float | None = None,
         trailing_pad_ms: float = 200.0,
+        whole_turn_max_s: float = 8.0,
         span_attributes: Mapping[str, str] | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         self._stt = stt
+        self._whole_turn_max_s = whole_turn_max_s
         self._span_attributes = dict(span_attributes or {})
         self._language = language
         self._partial_interval_ms = partial_interval_ms
@@ -820,6 +841,8 @@ class STTProcessor(FrameProcessor):
         tail = b"" if confirms else audio[self._cut_bytes :]
         language = self._language_seen
         texts = list(self._segments)
+        if tail and texts and duration_seconds(audio, self._rate) <= self._whole_turn_max_s:
+            tail, texts = audio, []  # short enough to transcribe whole: no seams
         if tail:
             with turn_span(
                 "stt.transcribe", turn, attributes, **{"vocalis.stt.engine": self._stt.name}
@@ -838,7 +861,7 @@ class STTProcessor(FrameProcessor):
             await self.report_metric("stt_real_time_factor", seconds / audio_seconds)
         await self.push_frame(
             TranscriptFinal(
-                text=" ".join(texts) if self._segments else (texts[0] if texts else ""),
+                text=" ".join(texts),
                 language=language,
                 audio=audio,
                 sample_rate=self._rate,
@@ -878,8 +901,7 @@ class STTProcessor(FrameProcessor):
         task, self._partial_task = self._partial_task, None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task_ended(task)
 
     async def stop(self) -> None:
         """Cancel any partial transcription, then the worker."""
