@@ -9,6 +9,7 @@ compare as text.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -261,14 +262,37 @@ class TurnLock:
         self.held = False
 
     async def acquire(self) -> bool:
-        """Take the lock if free; returns whether we hold it."""
-        self.held = bool(
-            await self._redis.set(self._key, self._token, nx=True, px=TURN_LOCK_TTL_MS)
+        """Take the lock if free; returns whether we hold it.
+
+        A caller cancelled while the command is on its way (a speculative reply dropped as
+        it begins) would otherwise leave a lock Redis gave it and nobody holds: the command
+        is finished, and a lock it took given back, before the cancellation goes on."""
+        taking = asyncio.ensure_future(
+            self._redis.set(self._key, self._token, nx=True, px=TURN_LOCK_TTL_MS)
         )
+        try:
+            self.held = bool(await asyncio.shield(taking))
+        except asyncio.CancelledError:
+            await asyncio.wait({taking})
+            if not taking.cancelled() and taking.exception() is None and taking.result():
+                self.held = True
+                await self.release()
+            raise
         return self.held
 
     async def release(self) -> None:
-        """Give the lock back (only if it is still ours)."""
-        if self.held:
-            self.held = False
-            await self._redis.eval(_RELEASE, 1, self._key, self._token)
+        """Give the lock back (only if it is still ours).
+
+        The release runs to its end even when the caller is cancelled meanwhile (a reply
+        closed by a barge-in, a speculation dropped): an interrupted release would keep the
+        conversation answering another message until the lock's TTL; the cancellation goes
+        on once the lock is back."""
+        if not self.held:
+            return
+        self.held = False
+        giving = asyncio.ensure_future(self._redis.eval(_RELEASE, 1, self._key, self._token))
+        try:
+            await asyncio.shield(giving)
+        except asyncio.CancelledError:
+            await asyncio.wait({giving})
+            raise
