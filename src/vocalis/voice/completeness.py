@@ -53,6 +53,18 @@ _NOT_VERBS = frozenset(
     """.split()  # noqa: SIM905
 )
 _MODALS = frozenset("can could would will may might should".split())  # noqa: SIM905
+# A question word followed at once by an auxiliary ("When is ...", "Where's ...", "How do
+# ...") inverts subject and verb: a question, whatever Whisper's punctuation ("When is the
+# support line open." was read as a clause opened by "when" and held 1.5 s).
+_WH = frozenset("what when where which who whom whose why how".split())  # noqa: SIM905
+_AUXILIARIES = frozenset(
+    """
+    is are was were am do does did can could will would shall should may might must has
+    have had isn't aren't wasn't weren't don't doesn't didn't can't couldn't won't
+    wouldn't shouldn't
+    """.split()  # noqa: SIM905
+)
+_CONTRACTED_AUXILIARIES = ("'s", "'re", "'ll", "'d", "'ve")
 _SUBJECTS = frozenset("i you we they he she someone somebody".split())  # noqa: SIM905
 # Numbers are words too: "My order number is 456." ends on "456", not on "is".
 _WORD = re.compile(r"[A-Za-z0-9'][A-Za-z0-9'.,-]*[A-Za-z0-9]|[A-Za-z0-9']")
@@ -72,7 +84,9 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
     forget"). OPEN when it stops on a verb that usually takes an object: an infinitive at
     the end ("I need to update", "how much does it cost to see?"), a three-word modal
     request ("Could you check?", "Can I upgrade?") or a modal ("... and I should"); such a
-    turn can be finished ("Yes, I can."), so it waits less than an incomplete one. COMPLETE when it ends with a question mark and neither
+    turn can be finished ("Yes, I can."), so it waits less than an incomplete one. COMPLETE
+    when it is a question — a question mark, or a question word followed at once by an
+    auxiliary ("When is the support line open.", as Whisper may punctuate it) — and neither
     applies. NONE otherwise (a statement ending in a full stop: Whisper closes fragments
     with one too) and for other languages.
     """
@@ -85,7 +99,7 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
     words = [word.lower() for word in cased]
     if not words:
         return Words.NONE
-    question = stripped.endswith("?")
+    question = stripped.endswith("?") or _inverted(words)
     if words[-1] in _DANGLING:
         return Words.INCOMPLETE
     if words[0] in _SUBORDINATORS and "," not in stripped and not question:
@@ -93,6 +107,15 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
     if _verb_waits_for_object(cased, words):
         return Words.OPEN
     return Words.COMPLETE if question else Words.NONE
+
+
+def _inverted(words: list[str]) -> bool:
+    """A question word and an auxiliary first: "when is", "how do", "where's"."""
+    first = words[0]
+    for suffix in _CONTRACTED_AUXILIARIES:
+        if first.endswith(suffix) and first.removesuffix(suffix) in _WH:
+            return len(words) > 1
+    return first in _WH and len(words) > 2 and words[1] in _AUXILIARIES
 
 
 def _verb_waits_for_object(cased: list[str], words: list[str]) -> bool:
