@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
@@ -30,12 +31,14 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     and_,
+    bindparam,
     case,
     delete,
     false,
     func,
     insert,
     literal,
+    make_url,
     not_,
     or_,
     select,
@@ -48,6 +51,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import UnaryExpression
 
 from vocalis.core.db import Base, Database, sqlite_file, sync_sqlite_engine, utcnow
+from vocalis.core.sqlite_writer import WriterLock
 from vocalis.ports.document_store import Document, DuplicateKey, Filter, Inserts, Sort
 
 T = TypeVar("T")
@@ -207,6 +211,32 @@ def _field(name: str, dialect: str) -> _Field:
     if name == ORG_FIELD:
         return _ColumnField(StoredDocument.org_id, dialect)
     return _BodyField(parts, dialect)
+
+
+@lru_cache(maxsize=4096)
+def _scope(collection: str, org_id: str) -> ColumnElement[bool]:
+    """One organisation's collection (built once per pair: every call of the store needs
+    it, and building SQL expressions is a measurable part of a conversation turn)."""
+    return and_(StoredDocument.collection == collection, StoredDocument.org_id == org_id)
+
+
+# Statements of the hot paths (a turn reads its conversation, then updates it twice),
+# built once: building SQL expressions per call was a measurable part of a turn.
+def _by_id() -> ColumnElement[bool]:
+    return and_(
+        StoredDocument.collection == bindparam("c"),
+        StoredDocument.org_id == bindparam("o"),
+        StoredDocument.id == bindparam("i"),
+    )
+
+
+_GET_BY_ID = select(StoredDocument.id, StoredDocument.org_id, StoredDocument.body).where(_by_id())
+_BODY_BY_ID = select(StoredDocument.id, StoredDocument.body).where(_by_id())
+_SET_BODY = (
+    sql_update(StoredDocument)
+    .where(_by_id())
+    .values(body=bindparam("b", type_=StoredDocument.__table__.c.body.type))
+)
 
 
 # --- filters ----------------------------------------------------------------------------
@@ -403,13 +433,17 @@ class SqlDocumentStore:
         )
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._writer: WriterLock | None = None
         if self._dialect == "sqlite" and sqlite_file(database.url):
             self._sync = sync_sqlite_engine(database.url)
             # One thread: SQLite admits one writer, and queueing here costs no busy waits.
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocalis-docs")
+            # ... and the other processes' writers queue on a lock the kernel hands over
+            # at once, not in SQLite's sleeping busy handler (core/sqlite_writer.py).
+            self._writer = WriterLock(str(make_url(database.url).database))
 
     def _scope(self, collection: str, org_id: str) -> ColumnElement[bool]:
-        return and_(StoredDocument.collection == collection, StoredDocument.org_id == org_id)
+        return _scope(collection, org_id)
 
     def _where(self, collection: str, org_id: str, filter: Filter | None) -> ColumnElement[bool]:
         return and_(self._scope(collection, org_id), translate_filter(filter, self._dialect))
@@ -437,9 +471,10 @@ class SqlDocumentStore:
         immediate = write and reads_first and self._dialect == "sqlite"
         if self._sync is not None:
             engine = self._sync
+            writer = self._writer if write else None
 
             def job() -> T:
-                with engine.connect() as conn:
+                with writer or nullcontext(), engine.connect() as conn:
                     if immediate:
                         conn.exec_driver_sql("BEGIN IMMEDIATE")
                     result = work(conn)
@@ -508,10 +543,8 @@ class SqlDocumentStore:
 
     async def get(self, collection: str, org_id: str, doc_id: str) -> Document | None:
         """One document by `_id`, or None."""
-        query = select(StoredDocument.id, StoredDocument.org_id, StoredDocument.body).where(
-            self._scope(collection, org_id), StoredDocument.id == doc_id
-        )
-        row = await self._run(lambda conn: conn.execute(query).first())
+        params = {"c": collection, "o": org_id, "i": doc_id}
+        row = await self._run(lambda conn: conn.execute(_GET_BY_ID, params).first())
         return None if row is None else _to_document(row.id, row.org_id, row.body)
 
     async def find_one(self, collection: str, org_id: str, filter: Filter) -> Document | None:
@@ -551,25 +584,28 @@ class SqlDocumentStore:
         self, collection: str, org_id: str, filter: Filter, update: Mapping[str, Any]
     ) -> Callable[[Connection], bool]:
         _check_update_paths(update)  # reject a bad update even when nothing matches
-        query = (
-            select(StoredDocument.id, StoredDocument.body)
-            .where(self._where(collection, org_id, filter))
-            .order_by(*translate_sort((), self._dialect))
-            .limit(1)
-        )
+        scoped = {"c": collection, "o": org_id}
+        query: Any
+        doc_id = filter.get(ID_FIELD) if len(filter) == 1 else None
+        if isinstance(doc_id, str):  # by `_id` (most updates): one prepared statement
+            query, params = _BODY_BY_ID, {**scoped, "i": doc_id}
+        else:
+            query = (
+                select(StoredDocument.id, StoredDocument.body)
+                .where(self._where(collection, org_id, filter))
+                .order_by(*translate_sort((), self._dialect))
+                .limit(1)
+            )
+            params = {}
         if self._dialect == "postgresql":
             query = query.with_for_update()
-        scope = self._scope(collection, org_id)
 
         def work(conn: Connection) -> bool:
-            row = conn.execute(query).first()
+            row = conn.execute(query, params).first()
             if row is None:
                 return False
-            conn.execute(
-                sql_update(StoredDocument)
-                .where(scope, StoredDocument.id == row.id)
-                .values(body=apply_update(row.body, update))
-            )
+            body = apply_update(row.body, update)
+            conn.execute(_SET_BODY, {**scoped, "i": row.id, "b": body})
             return True
 
         return work
@@ -630,6 +666,9 @@ class SqlDocumentStore:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._sync is not None:
             self._sync.dispose()
             self._sync = None

@@ -863,17 +863,11 @@ async def _postgres_saver(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
 
 @asynccontextmanager
 async def _sqlite_saver(path: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    import aiosqlite
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    # LangGraph's SqliteSaver run in one thread hop per operation (not aiosqlite's hop per
+    # cursor call); the same tables and format as AsyncSqliteSaver's.
+    from vocalis.agents.sqlite_checkpoint import open_sqlite_saver
 
-    async with aiosqlite.connect(path) as conn:
-        # The same file as the app's engine: WAL, one fsync per checkpoint not per commit,
-        # and a busy timeout so that several server processes share it (see core/db.py).
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA busy_timeout=30000")
-        saver = AsyncSqliteSaver(conn)
-        await saver.setup()
+    async with open_sqlite_saver(path) as saver:
         yield saver
 
 

@@ -615,14 +615,16 @@ async def begin_turn(
     `tool_choice` (`auto`, `none`, `required` or an offered tool's name) overrides the
     agent's for this turn.
     """
-    doc = await get_conversation(backends, org_id=org_id, conversation_id=conversation_id)
-    if doc["status"] != "active":
-        raise ConversationEnded(f"Conversation {conversation_id!r} has ended.")
+    # The lock first, then one read under it (the sequence and status must be current). A
+    # lock that is taken already is read about before answering: an unknown conversation
+    # is 404 and an ended one 409 `conversation_ended`, busy or not, as before.
     lock = store.TurnLock(backends.redis, conversation_id)
     if not await lock.acquire():
+        doc = await get_conversation(backends, org_id=org_id, conversation_id=conversation_id)
+        if doc["status"] != "active":
+            raise ConversationEnded(f"Conversation {conversation_id!r} has ended.")
         raise ConversationBusy(f"Conversation {conversation_id!r} is answering another message.")
     try:
-        # Read again under the lock: the sequence and status must be current.
         doc = await get_conversation(backends, org_id=org_id, conversation_id=conversation_id)
         if doc["status"] != "active":
             raise ConversationEnded(f"Conversation {conversation_id!r} has ended.")
