@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.agents_api.harness import REFUND_PASSAGES, AgentApi
-from vocalis.conversations.store import TurnLock
+from vocalis.conversations.store import TURN_LOCK, TurnLock
 from vocalis.flags.registry import PII_REDACTION_IN_TRANSCRIPTS
 from vocalis.flags.service import set_org_overrides
 
@@ -170,6 +170,44 @@ async def test_a_message_while_the_agent_is_still_answering_is_refused_as_busy(
     finally:
         await lock.release()
     assert (await sqlite_agent_api.say(acme, conversation["id"], "Hello")).status_code == 200
+
+
+async def test_a_held_turn_lock_still_answers_unknown_and_ended_before_busy(
+    sqlite_agent_api: AgentApi,
+) -> None:
+    """The turn takes the lock before it reads the conversation: a taken lock is read about
+    first, so another organisation's or an unknown conversation is 404, an ended one
+    `conversation_ended`, and only an active one `conversation_busy`; the lock stays its
+    holder's."""
+    api = sqlite_agent_api
+    acme, other = await api.tenant("Acme"), await api.tenant("Other")
+    agent = await api.agent(acme)
+    conversation = await api.conversation(acme, agent["id"])
+    lock = TurnLock(api.backends.redis, conversation["id"])
+    assert await lock.acquire()
+    try:
+        foreign = await api.say(other, conversation["id"], "Hello")
+        assert foreign.status_code == 404
+        busy = await api.say(acme, conversation["id"], "Hello")
+        assert busy.json()["code"] == "conversation_busy"
+        ended = await api.client.post(
+            f"/v1/conversations/{conversation['id']}/end", headers=acme.headers
+        )
+        assert ended.status_code == 200
+        refused = await api.say(acme, conversation["id"], "Hello?")
+        assert refused.status_code == 409
+        assert refused.json()["code"] == "conversation_ended"
+        held = TURN_LOCK.format(conversation_id=conversation["id"])
+        assert await api.backends.redis.exists(held) == 1  # still its holder's
+    finally:
+        await lock.release()
+    unknown = await api.say(acme, "cnv_does_not_exist", "Hello")
+    assert unknown.status_code == 404
+    # The lock a refused turn took is given back.
+    assert (
+        await api.backends.redis.exists(TURN_LOCK.format(conversation_id="cnv_does_not_exist")) == 0
+    )
+    assert (await api.say(other, conversation["id"], "Hello")).status_code == 404
 
 
 async def test_an_end_of_conversation_phrase_ends_it_after_the_reply(
