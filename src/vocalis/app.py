@@ -36,14 +36,6 @@ from vocalis.wiring import build_backends
 from vocalis.wiring.speech import start_voice_warm_up
 from vocalis.workers.lifecycle import api_background
 
-# How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
-# The event loop hands SQLite work to threads (the document store's, the checkpointer's,
-# the ORM's aiosqlite), and a write transaction, holding the box's SQLite write lock, takes
-# the GIL back after each statement: with 5 ms slices the processes' writers queued behind
-# the loop's Python (issue 11: with 0.5 ms the messages endpoint served 136 turns/s at 8
-# connections against 115 with 5 ms, back to back; CPU per turn within the noise).
-GIL_SWITCH_INTERVAL_S = 0.0005
-
 ROUTERS = (
     "vocalis.health.api",
     "vocalis.orgs.api",
@@ -83,7 +75,13 @@ def create_app(
     """Build the app; backends come from the composition root at startup unless given
     (tests inject them); `routers` names the router modules to mount."""
     settings = settings or get_settings()
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    # How long a thread may hold the GIL while another waits for it. The event loop hands
+    # SQLite work to threads (the document store's, the checkpointer's, the ORM's
+    # aiosqlite), and a write transaction, holding the box's SQLite write lock, takes the
+    # GIL back after each statement: with Python's 5 ms the processes' writers queued behind
+    # the loop's Python (issue 11: 0.5 ms served 136 messages turns/s at 8 connections
+    # against 115, back to back; CPU per turn within the noise).
+    sys.setswitchinterval(max(settings.gil_switch_interval_ms, 0.05) / 1000)
     configure_logging(settings)
     configure_tracing(settings)
     configure_flags(settings.flags)
