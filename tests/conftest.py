@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.embeddings",
     "tests.fixtures.openbao",
     "tests.fixtures.audio_server",
+    "tests.fixtures.redis_server",
 ]

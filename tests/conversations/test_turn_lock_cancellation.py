@@ -11,8 +11,7 @@ waits in the server's socket) and cancel its caller meanwhile.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import pytest
@@ -33,20 +32,12 @@ end
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of its own: keeping it busy holds up no other test."""
-    server = RedisServer(tmp_path / "redis-server")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 async def clients(
-    private_redis: RedisServer,
+    redis_server: RedisServer,
 ) -> AsyncIterator[tuple[aioredis.Redis, aioredis.Redis]]:
-    """The lock's client and a second connection that keeps the server busy and reads keys."""
-    holder, control = aioredis.from_url(private_redis.url), aioredis.from_url(private_redis.url)
+    """The lock's client and a second connection that keeps the server busy and reads keys;
+    on a redis-server of the test's own, so that keeping it busy holds up no other test."""
+    holder, control = aioredis.from_url(redis_server.url), aioredis.from_url(redis_server.url)
     yield holder, control
     await holder.aclose()
     await control.aclose()
