@@ -721,11 +721,11 @@ class STTProcessor(FrameProcessor):
 
     At each pause the speech since the last one is transcribed (for the speculative reply);
     a turn that ends there keeps those segments. A turn that went on after a pause is
-    transcribed whole at its end when it is no longer than `whole_turn_max_s`: Whisper's
-    cost is its encoder window, not the audio's length, so the whole turn costs about what
-    its tail would, and it has no seams (a segment cut mid-sentence is sometimes completed
-    by Whisper — "shipping take | to Canada take" — and the word doubled). Longer turns keep
-    the segments and transcribe only the tail.
+    transcribed whole — at its next pause and at its end — while it is no longer than
+    `whole_turn_max_s`: Whisper's cost is its encoder window, not the audio's length, so the
+    whole turn costs about what its tail would, and it has no seams (a segment cut
+    mid-sentence is sometimes completed by Whisper — "shipping take | to Canada take" — and
+    the word doubled). Longer turns keep the segments and transcribe only the tail.
     """
 
     interruptible = False  # what the user said must be transcribed even during a barge-in
@@ -803,14 +803,27 @@ class STTProcessor(FrameProcessor):
             )
             return
         started = time.perf_counter()
+        # A turn that went on after an earlier pause is transcribed whole up to here while
+        # it is short enough (see the class docs): no seam in the speculative reply's words,
+        # the words' verdict or the transcript a confirmed turn keeps.
+        whole = (
+            bool(self._segments)
+            and duration_seconds(bytes(self._audio[:end]), self._rate) <= self._whole_turn_max_s
+        )
+        start = 0 if whole else self._cut_bytes
         with turn_span(
             "stt.transcribe",
             frame.turn,
             self._span_attributes,
-            **{"vocalis.stt.engine": self._stt.name, "vocalis.stt.segment": "pause"},
+            **{
+                "vocalis.stt.engine": self._stt.name,
+                "vocalis.stt.segment": "pause_whole" if whole else "pause",
+            },
         ):
-            transcript = await self._live(bytes(self._audio[self._cut_bytes : end]))
+            transcript = await self._live(bytes(self._audio[start:end]))
         self._language_seen = transcript.language
+        if whole:
+            self._segments = []
         if transcript.text.strip():
             self._segments.append(transcript.text.strip())
         # The next segment starts where the speech stopped (the pad is silence).

@@ -21,7 +21,7 @@ from vocalis.ports.speech import TurnDetector
 from vocalis.realtime.protocol import Session
 from vocalis.realtime.voice_serializer import voice_settings
 from vocalis.voice.completeness import Words, words_verdict
-from vocalis.voice.frames import EndFrame, Frame, MetricFrame, SpeechStopped
+from vocalis.voice.frames import EndFrame, Frame, MetricFrame, SpeechStopped, TranscriptFinal
 from vocalis.voice.pipeline import TurnModelConfig
 from vocalis.voice.processors import (
     EndpointingConfig,
@@ -32,6 +32,7 @@ from vocalis.voice.processors import (
     turn_wait_ms,
     turn_wait_with_words,
 )
+from vocalis.voice.wer import word_error_rate
 
 FINISHED = "How long does shipping to Canada take?"
 UNFINISHED = "I want to change my"
@@ -356,3 +357,45 @@ def test_the_words_move_the_models_wait_within_the_cap() -> None:
     # A finished question ends at the decision unless the model is all but sure it is not.
     assert turn_wait_with_words(0.1, Words.COMPLETE, cfg) == 200.0
     assert turn_wait_with_words(0.01, Words.COMPLETE, cfg) == turn_wait_ms(0.01, cfg)
+
+
+class _Recording:
+    """Real Whisper, remembering the length of each live utterance it was given."""
+
+    name = "recording-whisper"
+
+    def __init__(self, whisper: FasterWhisperSTT) -> None:
+        self.whisper = whisper
+        self.lengths: list[int] = []
+
+    async def transcribe(self, pcm16: bytes, sample_rate: int, language: str | None = None):  # type: ignore[no-untyped-def]
+        self.lengths.append(len(pcm16))
+        return await self.whisper.transcribe(pcm16, sample_rate, language)
+
+    async def transcribe_utterance(  # type: ignore[no-untyped-def]
+        self, pcm16: bytes, sample_rate: int, language: str | None = None
+    ):
+        self.lengths.append(len(pcm16))
+        return await self.whisper.transcribe_utterance(pcm16, sample_rate, language)
+
+
+async def test_a_turn_resumed_after_a_pause_is_transcribed_whole_at_its_next_pause(
+    silero: SileroVAD, whisper: FasterWhisperSTT, speak: Speak
+) -> None:
+    # "How long does shipping | to Canada take?": transcribed as two segments, Whisper
+    # sometimes finishes the first ("... shipping take") and the stitched turn doubles a
+    # word (a phone test heard "shipping take to Canada take"). The second pause
+    # transcribes the turn so far whole instead, so no seam reaches the speculative reply,
+    # the words' verdict or the kept transcript.
+    first, rest = await speak("How long does shipping"), await speak("to Canada take?")
+    stt = _Recording(whisper)
+    stages = [VADProcessor(silero, WORDS, turn=_FixedDetector(0.1)), STTProcessor(stt)]  # type: ignore[arg-type]
+    out = await feed(stages, first + silence(0.6, 16000) + rest, 3.2)
+    [stopped] = of_type(out, SpeechStopped)
+    finals = of_type(out, TranscriptFinal)
+    assert len(stt.lengths) == 2, stt.lengths  # one per pause; the end confirms the second
+    assert stt.lengths[1] > len(first) + len(rest), stt.lengths  # the whole turn, not the tail
+    assert [final.speculative for final in finals] == [True, True, False]
+    assert finals[-1].confirms_speculation and finals[-1].text == finals[1].text
+    assert word_error_rate([FINISHED], [finals[-1].text]) <= 0.15, finals[-1].text
+    assert stopped.accepted
