@@ -53,6 +53,13 @@ _NOT_VERBS = frozenset(
     """.split()  # noqa: SIM905
 )
 _MODALS = frozenset("can could would will may might should".split())  # noqa: SIM905
+# Verbs of giving and telling take two objects; stopped on the first ("Could you send me",
+# "Can you tell us") the thing sent or told is still to come. "me" and "us" are never
+# the thing given; "them", "it" can be ("Could you send them?"), so they do not count.
+_TWO_OBJECT_VERBS = frozenset(
+    "send give tell show bring lend hand pass offer sell forward owe".split()  # noqa: SIM905
+)
+_FIRST_OBJECTS = frozenset("me us".split())  # noqa: SIM905
 # A question word followed at once by an auxiliary ("When is ...", "Where's ...", "How do
 # ...") inverts subject and verb: a question, whatever Whisper's punctuation ("When is the
 # support line open." was read as a clause opened by "when" and held 1.5 s).
@@ -83,7 +90,8 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
     ("...", a comma, a dash), or it is a lone subordinate clause without a comma ("Before I
     forget"). OPEN when it stops on a verb that usually takes an object: an infinitive at
     the end ("I need to update", "how much does it cost to see?"), a three-word modal
-    request ("Could you check?", "Can I upgrade?") or a modal ("... and I should"); such a
+    request ("Could you check?", "Can I upgrade?"), a modal ("... and I should") or a verb
+    of giving or telling with only its first object ("Could you send me?"); such a
     turn can be finished ("Yes, I can."), so it waits less than an incomplete one. COMPLETE
     when it is a question — a question mark, or a question word followed at once by an
     auxiliary ("When is the support line open.", as Whisper may punctuate it) — and neither
@@ -120,10 +128,13 @@ def _inverted(words: list[str]) -> bool:
 
 def _verb_waits_for_object(cased: list[str], words: list[str]) -> bool:
     """An infinitive closing the utterance ("... to update"), a modal request of three
-    words ("Could you check"), or a closing modal ("My husband and I should")."""
+    words ("Could you check"), a closing modal ("My husband and I should"), or a verb of
+    giving or telling stopped on its first object ("Could you send me")."""
     last = words[-1]
     if last in _MODALS and len(words) > 1:
         return True
+    if last in _FIRST_OBJECTS and len(words) > 1 and words[-2] in _TWO_OBJECT_VERBS:
+        return True  # "Could you send me", "Please tell us"
     if last in _NOT_VERBS or last in _NUMBER_WORDS or last[:1].isdigit():
         return False  # "talk to me", "from nine to five", "up to 50"
     if cased[-1][:1].isupper() and cased[-1] != "I":

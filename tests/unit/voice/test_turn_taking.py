@@ -325,6 +325,13 @@ async def test_without_an_opinion_from_the_words_the_model_decides(
         ("Can I upgrade?", Words.OPEN),
         ("My husband and I should", Words.OPEN),
         ("Yes, I can.", Words.OPEN),  # finished, but a modal often goes on: 1 s, not 1.5
+        # A verb of giving or telling with only its first object: the thing is to come.
+        ("Could you send me?", Words.OPEN),
+        ("Can you tell us.", Words.OPEN),
+        ("Could you send them?", Words.COMPLETE),  # "them" can be the thing sent
+        ("Could you send me a copy of the contract?", Words.COMPLETE),
+        ("Can you help me?", Words.COMPLETE),
+        ("Could you call me back?", Words.COMPLETE),
         ("Can I speak to a manager?", Words.COMPLETE),
         ("Could you check my balance?", Words.COMPLETE),
         ("Before I forget, can you check my balance?", Words.COMPLETE),
