@@ -60,6 +60,18 @@ _TWO_OBJECT_VERBS = frozenset(
     "send give tell show bring lend hand pass offer sell forward owe".split()  # noqa: SIM905
 )
 _FIRST_OBJECTS = frozenset("me us".split())  # noqa: SIM905
+# Verbs of getting and buying rarely end a sentence right after their subject: "Last week
+# I ordered" has its object still to come. Not when a noun phrase or a question word came
+# first: then the object was fronted ("the jacket I bought", "what we ordered").
+_OBJECT_FIRST_VERBS = frozenset(
+    """
+    order ordered buy bought book booked receive received send sent get got purchase
+    purchased rent rented
+    """.split()  # noqa: SIM905
+)
+_FRONTING = frozenset(
+    "the a an my your our their his her its this that these those which what who whom".split()  # noqa: SIM905
+)
 # A question word followed at once by an auxiliary ("When is ...", "Where's ...", "How do
 # ...") inverts subject and verb: a question, whatever Whisper's punctuation ("When is the
 # support line open." was read as a clause opened by "when" and held 1.5 s).
@@ -91,7 +103,8 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
     forget"). OPEN when it stops on a verb that usually takes an object: an infinitive at
     the end ("I need to update", "how much does it cost to see?"), a three-word modal
     request ("Could you check?", "Can I upgrade?"), a modal ("... and I should") or a verb
-    of giving or telling with only its first object ("Could you send me?"); such a
+    of giving or telling with only its first object ("Could you send me?") or one of
+    getting right after its subject ("Last week I ordered."); such a
     turn can be finished ("Yes, I can."), so it waits less than an incomplete one. COMPLETE
     when it is a question — a question mark, or a question word followed at once by an
     auxiliary ("When is the support line open.", as Whisper may punctuate it) — and neither
@@ -128,13 +141,21 @@ def _inverted(words: list[str]) -> bool:
 
 def _verb_waits_for_object(cased: list[str], words: list[str]) -> bool:
     """An infinitive closing the utterance ("... to update"), a modal request of three
-    words ("Could you check"), a closing modal ("My husband and I should"), or a verb of
-    giving or telling stopped on its first object ("Could you send me")."""
+    words ("Could you check"), a closing modal ("My husband and I should"), a verb of
+    giving or telling stopped on its first object ("Could you send me"), or a verb of
+    getting right after its subject with nothing fronted ("Last week I ordered")."""
     last = words[-1]
     if last in _MODALS and len(words) > 1:
         return True
     if last in _FIRST_OBJECTS and len(words) > 1 and words[-2] in _TWO_OBJECT_VERBS:
         return True  # "Could you send me", "Please tell us"
+    if (
+        last in _OBJECT_FIRST_VERBS
+        and len(words) > 1
+        and words[-2] in _SUBJECTS
+        and not _FRONTING.intersection(words[:-2])
+    ):
+        return True  # "Last week I ordered", not "the shoes I ordered"
     if last in _NOT_VERBS or last in _NUMBER_WORDS or last[:1].isdigit():
         return False  # "talk to me", "from nine to five", "up to 50"
     if cased[-1][:1].isupper() and cased[-1] != "I":

@@ -332,6 +332,13 @@ async def test_without_an_opinion_from_the_words_the_model_decides(
         ("Could you send me a copy of the contract?", Words.COMPLETE),
         ("Can you help me?", Words.COMPLETE),
         ("Could you call me back?", Words.COMPLETE),
+        # A verb of getting right after its subject: its object is still to come ...
+        ("Last week I ordered.", Words.OPEN),
+        ("Yesterday we bought", Words.OPEN),
+        # ... unless the object came first, or there is one.
+        ("I want to return the jacket I bought.", Words.NONE),
+        ("That is what we ordered.", Words.NONE),
+        ("Last week I ordered two pairs of shoes.", Words.NONE),
         ("Can I speak to a manager?", Words.COMPLETE),
         ("Could you check my balance?", Words.COMPLETE),
         ("Before I forget, can you check my balance?", Words.COMPLETE),
