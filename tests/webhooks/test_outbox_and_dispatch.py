@@ -279,3 +279,76 @@ async def test_events_and_documents_in_the_same_database_are_one_transaction(
     assert await api.backends.documents.get("messages", tenant.org_id, "msg_tx2") is None
     async with api.backends.database.session() as session:
         assert len((await session.scalars(select(OutboxEvent))).all()) == 1
+
+
+async def _record_one_off(api: Api, org_id: str, conversation_id: str, reason: str) -> OutboxEvent:
+    """A one-off completion's write (`OneOffTurn._store`): its events and documents in one
+    transaction, settled there when nothing would be dispatched."""
+    from vocalis.events.outbox import OutboxSink
+
+    sink = api.backends.events
+    assert isinstance(sink, OutboxSink)
+    ended = {"org_id": org_id, **ENDED, "conversation_id": conversation_id, "reason": reason}
+    doc = {"_id": conversation_id, "agent_id": "agt_1", "status": "ended"}
+    assert await sink.record_with_documents(
+        [("conversation.ended", ended)],
+        api.backends.documents,
+        [("conversations", org_id, [doc])],
+        settle=dispatch.settle_undeliverable,
+    )
+    async with api.backends.database.session() as session:
+        rows = (await session.scalars(select(OutboxEvent))).all()
+    [stored] = [r for r in rows if r.data["conversation_id"] == conversation_id]
+    return stored
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The event ids handed to the dispatch publisher (nothing is sent)."""
+    from vocalis.events import outbox
+
+    sent: list[list[str]] = []
+
+    class Recorder:
+        def add(self, ids: list[str]) -> None:
+            sent.append(list(ids))
+
+    monkeypatch.setattr(outbox, "_dispatch_publisher", Recorder)
+    return sent
+
+
+async def test_events_nothing_would_be_dispatched_to_are_settled_in_their_transaction(
+    sqlite_wh_api: Api, published: list[list[str]]
+) -> None:
+    """No enabled endpoint in the organisation (one disabled, one of another organisation)
+    and no consumer (a one-off conversation ends `completed`): the events are marked
+    dispatched where they are written, and no dispatch task is published."""
+    api = sqlite_wh_api
+    tenant, other = await api.tenant(), await api.tenant("Other")
+    await _endpoint(api, tenant.headers, enabled=False)
+    await _endpoint(api, other.headers)
+    stored = await _record_one_off(api, tenant.org_id, "cnv_s1", "completed")
+    assert stored.dispatched_at is not None and stored.held_at is None
+    assert published == []
+    async with api.backends.database.session() as session:
+        assert (await session.scalars(select(WebhookDelivery))).all() == []
+    assert (await dispatch.sweep(api.backends)).events_dispatched == 0
+
+
+async def test_events_an_endpoint_or_a_consumer_wants_are_dispatched_by_the_worker(
+    sqlite_wh_api: Api, published: list[list[str]]
+) -> None:
+    api = sqlite_wh_api
+    tenant, analysed = await api.tenant(), await api.tenant("Analysed")
+    # `user_ended` is analysed (a consumer wants it), even with no endpoint.
+    wanted = await _record_one_off(api, analysed.org_id, "cnv_s2", "user_ended")
+    assert wanted.dispatched_at is None
+    # An enabled endpoint of the organisation: dispatched as before, one delivery.
+    endpoint = await _endpoint(api, tenant.headers)
+    subscribed = await _record_one_off(api, tenant.org_id, "cnv_s3", "completed")
+    assert subscribed.dispatched_at is None
+    assert published == [[wanted.id], [subscribed.id]]
+    await dispatch.dispatch_events(api.backends, [subscribed.id])
+    async with api.backends.database.session() as session:
+        [delivery] = (await session.scalars(select(WebhookDelivery))).all()
+    assert (delivery.event_id, delivery.endpoint_id) == (subscribed.id, endpoint)

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal, TypedDict
 import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -648,11 +649,17 @@ def after_input_guard(
     state: AgentState, runtime: Runtime[AgentContext]
 ) -> Literal["retrieve", "generate", "output_guard"]:
     """Blocked input skips the model; retrieval only when the agent has knowledge bases."""
+    return _after_input_guard(state, runtime.context)
+
+
+def _after_input_guard(
+    state: AgentState, ctx: AgentContext
+) -> Literal["retrieve", "generate", "output_guard"]:
     if state["turn"]["blocked"]:
         return "output_guard"
     if state["turn"]["resumed"]:
         return "generate"  # the question's passages are already in the turn
-    return "retrieve" if runtime.context.agent.knowledge_base_ids else "generate"
+    return "retrieve" if ctx.agent.knowledge_base_ids else "generate"
 
 
 def after_generate(state: AgentState) -> Literal["tools", "output_guard"]:
@@ -670,20 +677,22 @@ def after_tools(state: AgentState) -> Literal["handoff", "output_guard", "genera
     return "generate"
 
 
+NODE_FUNCTIONS: dict[str, NodeFn] = {
+    "input_guard": input_guard,
+    "retrieve": retrieve,
+    "generate": generate,
+    "tools": tools,
+    "handoff": handoff,
+    "output_guard": output_guard,
+}
+
+
 def build_agent_graph(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> CompiledStateGraph[AgentState, AgentContext, AgentState, AgentState]:
     """The compiled agent graph (one per process; agents differ only in their context)."""
     graph = StateGraph(AgentState, context_schema=AgentContext)
-    functions: dict[str, NodeFn] = {
-        "input_guard": input_guard,
-        "retrieve": retrieve,
-        "generate": generate,
-        "tools": tools,
-        "handoff": handoff,
-        "output_guard": output_guard,
-    }
-    for name, fn in functions.items():
+    for name, fn in NODE_FUNCTIONS.items():
         graph.add_node(name, _node(name, fn))
     graph.add_edge(START, "input_guard")
     graph.add_conditional_edges(
@@ -785,7 +794,16 @@ async def _turn_input(
     if not tool_outputs:
         return {"messages": [_message("user", user_text)], "turn": new_turn(user_text)}
     snapshot = await graph.aget_state(config)
-    previous = (snapshot.values or {}).get("turn") or new_turn(user_text)
+    return _input_after(snapshot.values or {}, user_text, tool_outputs)
+
+
+def _input_after(
+    values: Mapping[str, Any], user_text: str, tool_outputs: Sequence[ToolOutput]
+) -> AgentState:
+    """`_turn_input` on a conversation whose state is `values`."""
+    if not tool_outputs:
+        return {"messages": [_message("user", user_text)], "turn": new_turn(user_text)}
+    previous = values.get("turn") or new_turn(user_text)
     awaited = {c["id"]: c["name"] for c in previous.get("awaiting") or ()}
     outputs = [
         _message("tool", o.output, tool_call_id=o.call_id, name=awaited[o.call_id], client=True)
@@ -798,6 +816,96 @@ async def _turn_input(
             "turn": new_turn(user_text),
         }
     return {"messages": outputs, "turn": resumed_turn(previous)}
+
+
+def _apply(state: AgentState, update: Mapping[str, Any]) -> AgentState:
+    """`update` applied as the graph's channels apply it (messages merged, the rest replaced)."""
+    merged: dict[str, Any] = dict(state)
+    for key, value in update.items():
+        merged[key] = merge_messages(merged.get(key), value) if key == "messages" else value
+    return merged  # type: ignore[return-value]
+
+
+def _next_node(node: str, state: AgentState, ctx: AgentContext) -> str:
+    """The graph's edges (`build_agent_graph`), as plain code."""
+    if node == "input_guard":
+        return _after_input_guard(state, ctx)
+    if node == "retrieve":
+        return "generate"
+    if node == "generate":
+        return after_generate(state)
+    if node == "tools":
+        return after_tools(state)
+    if node == "handoff":
+        return "output_guard"
+    return END
+
+
+async def run_agent_unsaved(
+    ctx: AgentContext,
+    user_text: str,
+    tool_outputs: Sequence[ToolOutput] = (),
+    *,
+    state: AgentState | None = None,
+) -> AsyncIterator[AgentEvent]:
+    """`run_agent` for a turn whose state is never kept (a one-off chat completion): the
+    same nodes, edges, spans and events, run in order on `state` (the conversation so far)
+    without LangGraph's Pregel loop and checkpointer, which cost about half of such a
+    turn's CPU. The graph's recursion limit holds too."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    task = asyncio.create_task(_drive_unsaved(ctx, state or {}, user_text, tool_outputs, queue))
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _drive_unsaved(
+    ctx: AgentContext,
+    state: AgentState,
+    user_text: str,
+    tool_outputs: Sequence[ToolOutput],
+    queue: asyncio.Queue[Any],
+) -> None:
+    limit = 2 * ctx.agent.limits.max_tool_iterations + 10  # as `_drive` sets it
+    attributes = {"vocalis.agent.iteration_cap": ctx.agent.limits.max_tool_iterations}
+    try:
+        state = _apply(_apply({}, state), _input_after(state, user_text, tool_outputs))
+        with (
+            identity(ctx.org_id, ctx.conversation_id, ctx.agent.agent_id),
+            span("agent.run", attributes) as current,
+        ):
+
+            def write(event: Any) -> None:
+                if isinstance(event, FinalMessage):
+                    current.set_attribute("vocalis.agent.flags", list(event.flags))
+                    current.set_attribute("vocalis.agent.handoff", event.handoff)
+                queue.put_nowait(event)
+
+            node, steps = "input_guard", 0
+            while node != END:
+                if steps >= limit:
+                    raise GraphRecursionError(f"Recursion limit of {limit} reached")
+                steps += 1
+                with span(f"agent.node.{node}"):
+                    update = await NODE_FUNCTIONS[node](state, ctx, write)
+                state = _apply(state, update)
+                node = _next_node(node, state, ctx)
+    except BaseException as exc:
+        await queue.put(exc)
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        await queue.put(_DONE)
 
 
 async def run_turn(

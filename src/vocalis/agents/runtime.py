@@ -36,6 +36,7 @@ from vocalis.agents.graph import (
     conversation_messages,
     open_checkpointer,
     run_agent,
+    run_agent_unsaved,
 )
 from vocalis.agents.mcp_servers import McpGateway, McpServerUse
 from vocalis.agents.providers import FallbackChatModel
@@ -212,6 +213,27 @@ class AgentRuntime:
         """
         ctx = await self.with_mcp_tools(ctx)
         events = self._engine_events(ctx, user_text, tool_outputs, graph or self.graph)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            close = getattr(events, "aclose", None)  # a caller that stops early ends the turn
+            if close is not None:
+                await close()
+
+    async def run_unsaved(
+        self,
+        ctx: AgentContext,
+        user_text: str,
+        tool_outputs: Sequence[ToolOutput] = (),
+        *,
+        state: AgentState | None = None,
+    ) -> AsyncIterator[AgentEvent]:
+        """One turn of a langgraph agent whose state is never kept (a one-off chat
+        completion), on `state` (its history): the graph's nodes and edges run directly
+        (`run_agent_unsaved`), with its MCP tools as in `run`."""
+        ctx = await self.with_mcp_tools(ctx)
+        events = run_agent_unsaved(ctx, user_text, tool_outputs, state=state)
         try:
             async for event in events:
                 yield event

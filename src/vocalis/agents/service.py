@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, column, select, table, update
+from sqlalchemy import and_, bindparam, column, select, table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -183,15 +183,21 @@ async def get_agent(*, session: AsyncSession, org_id: str, agent_id: str) -> Age
     return AgentView(row[0], row[1])
 
 
+# Built once (every one-off chat completion runs it).
+_CURRENT_VERSION = select(Agent.version).where(
+    Agent.id == bindparam("agent_id"),
+    Agent.org_id == bindparam("org_id"),
+    Agent.deleted_at.is_(None),
+)
+
+
 async def current_version(*, database: Database, org_id: str, agent_id: str) -> int:
     """The version number of one live agent of the organisation (one indexed read, no ORM
     session); NotFound otherwise. Its configuration is immutable: callers cache it by
     version (`conversations.service.agent_config`)."""
-    query = select(Agent.version).where(
-        Agent.id == agent_id, Agent.org_id == org_id, Agent.deleted_at.is_(None)
-    )
+    params = {"agent_id": agent_id, "org_id": org_id}
     async with database.engine.connect() as conn:
-        version = (await conn.execute(query)).scalar_one_or_none()
+        version = (await conn.execute(_CURRENT_VERSION, params)).scalar_one_or_none()
     if version is None:
         raise _not_found(agent_id)
     return int(version)

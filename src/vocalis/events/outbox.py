@@ -156,26 +156,42 @@ class OutboxSink:
         return done
 
     async def record_with_documents(
-        self, events: Sequence[NamedEvent], documents: DocumentStore, inserts: Inserts
+        self,
+        events: Sequence[NamedEvent],
+        documents: DocumentStore,
+        inserts: Inserts,
+        *,
+        settle: Callable[[Any, Sequence[Mapping[str, Any]]], bool] | None = None,
     ) -> bool:
         """Record `events` and insert the documents of `inserts` in one transaction, when
         the document store lives in this database (the JSON table); False, with nothing
         done, when it does not (then use `guarded`). Raises `DuplicateKey`, with nothing
-        stored, when a document's `_id` exists."""
+        stored, when a document's `_id` exists.
+
+        `settle(connection, rows)`, run in that transaction after the events are inserted,
+        may dispatch them there (`webhooks.dispatch.settle_undeliverable`: when dispatching
+        would create nothing, it marks them dispatched) and returns True when it did; then
+        no dispatch task is published."""
         if not isinstance(documents, SharedTransactionStore) or not documents.shares_database(
             self.database
         ):
             return False
         rows = [_event_values(name, payload) for name, payload in events]
+        settled = False
 
         def also(conn: Any) -> None:
+            nonlocal settled
             if rows:
+                # The insert first: on SQLite the transaction holds the write lock before
+                # `settle` reads.
                 conn.execute(insert(OutboxEvent), rows)
+                settled = settle is not None and settle(conn, rows)
 
         await documents.insert_with(inserts, also)
         for row in rows:
             OUTBOX_EVENTS.labels(type=row["type"]).inc()
-        _dispatch_publisher().add([row["id"] for row in rows])
+        if not settled:
+            _dispatch_publisher().add([row["id"] for row in rows])
         return True
 
 

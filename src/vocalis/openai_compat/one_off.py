@@ -27,8 +27,8 @@ import structlog
 from langgraph.checkpoint.memory import InMemorySaver
 
 from vocalis.agents import service as agents
-from vocalis.agents.events import FinalMessage, ToolCallEvent, ToolResultEvent
-from vocalis.agents.graph import GenerationOptions, Message, new_turn
+from vocalis.agents.events import AgentEvent, FinalMessage, ToolCallEvent, ToolResultEvent
+from vocalis.agents.graph import AgentContext, AgentState, GenerationOptions, Message, new_turn
 from vocalis.agents.runtime import AgentRuntime, Graph
 from vocalis.agents.schemas import AgentConfig
 from vocalis.agents.tools.client import ClientTool, ToolOutput
@@ -40,6 +40,7 @@ from vocalis.core.ids import new_id
 from vocalis.core.redaction import redact
 from vocalis.ports.document_store import Document
 from vocalis.ports.events import Witness, emit_with_change
+from vocalis.webhooks.dispatch import settle_undeliverable
 
 log = structlog.get_logger(__name__)
 
@@ -115,31 +116,24 @@ class OneOffTurn:
                 tool_choice=self.tool_choice,
                 generation=self.generation,
             )
-            graph = memory_graph(self.runtime)
-            thread: Any = {"configurable": {"thread_id": self.conversation_id}}
+            seed: AgentState = {}
             if self.history:
-                seed: dict[str, Any] = {"messages": self.history}
+                seed["messages"] = self.history
                 if self.awaiting:  # the previous turn ended on these client calls
                     seed["turn"] = {
                         **new_turn(self.user_message["content"]),
                         "awaiting": self.awaiting,
                     }
-                await graph.aupdate_state(thread, seed, as_node="output_guard")
             text = "" if self.tool_outputs else self.user_message["content"]
-            try:
-                async for event in self.runtime.run(ctx, text, self.tool_outputs, graph=graph):
-                    if isinstance(event, FinalMessage):
-                        final = event
-                        continue
-                    if isinstance(event, ToolCallEvent):
-                        calls.append(event)
-                    elif isinstance(event, ToolResultEvent):
-                        results.append(event)
-                    yield event
-            finally:
-                checkpointer = graph.checkpointer
-                if isinstance(checkpointer, InMemorySaver):
-                    await checkpointer.adelete_thread(self.conversation_id)
+            async for event in self._run(ctx, text, seed):
+                if isinstance(event, FinalMessage):
+                    final = event
+                    continue
+                if isinstance(event, ToolCallEvent):
+                    calls.append(event)
+                elif isinstance(event, ToolResultEvent):
+                    results.append(event)
+                yield event
             if final is None:  # pragma: no cover - the graph always ends with one
                 raise RuntimeError("the agent turn ended without a final message")
             reply = self._reply(final, calls, results)
@@ -148,6 +142,31 @@ class OneOffTurn:
             yield conversations.TurnResult(reply, final, ended_by_agent is not None)
         finally:
             await self.close()
+
+    async def _run(
+        self, ctx: AgentContext, text: str, seed: AgentState
+    ) -> AsyncIterator[AgentEvent]:
+        """The turn's events. Nothing of it is kept, so a langgraph agent's turn runs the
+        graph's nodes directly on the seed (`AgentRuntime.run_unsaved`: no Pregel loop, no
+        checkpoints); the SDK runtimes keep their history in a graph, here one with
+        in-memory checkpoints, deleted after the turn."""
+        if ctx.agent.runtime == "langgraph":
+            async for event in self.runtime.run_unsaved(
+                ctx, text, self.tool_outputs, state=seed or None
+            ):
+                yield event
+            return
+        graph = memory_graph(self.runtime)
+        thread: Any = {"configurable": {"thread_id": self.conversation_id}}
+        if seed:
+            await graph.aupdate_state(thread, seed, as_node="output_guard")
+        try:
+            async for event in self.runtime.run(ctx, text, self.tool_outputs, graph=graph):
+                yield event
+        finally:
+            checkpointer = graph.checkpointer
+            if isinstance(checkpointer, InMemorySaver):
+                await checkpointer.adelete_thread(self.conversation_id)
 
     async def close(self) -> None:
         """Store the conversation if `events` did not (it failed or never ran)."""
@@ -250,7 +269,11 @@ class OneOffTurn:
             (store.MESSAGES, self.org_id, messages),
             (store.CONVERSATIONS, self.org_id, [doc]),
         ]
-        if shared is None or not await shared(events, self.backends.documents, inserts):
+        # Events nothing would be dispatched to (no webhook endpoint, no consumer) are
+        # marked dispatched in that transaction: no dispatch task (`settle_undeliverable`).
+        if shared is None or not await shared(
+            events, self.backends.documents, inserts, settle=settle_undeliverable
+        ):
             await emit_with_change(
                 self.backends.events, events, Witness(store.CONVERSATIONS, doc["_id"]), insert
             )

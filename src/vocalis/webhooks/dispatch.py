@@ -9,13 +9,13 @@ due but have no live queue message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,6 +65,47 @@ class SweepReport:
 
     events_dispatched: int
     deliveries_enqueued: int
+
+
+def settle_undeliverable(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Dispatch, in the transaction that has just inserted them, outbox events whose
+    dispatch would create nothing: none targets an endpoint, no platform consumer wants
+    one (`EVENT_CONSUMERS`), and no organisation of theirs has an enabled webhook endpoint.
+    They are marked dispatched, as the dispatch task would mark them, and True says that
+    no dispatch task is needed; otherwise nothing is changed (False).
+
+    The endpoints are read when the events are committed rather than when a worker picks
+    the message up a few milliseconds later, so an endpoint created in between does not
+    get them: it did not exist when they happened (`OutboxSink.record_with_documents`)."""
+    if not rows:
+        return False
+    for row in rows:
+        if row.get("target_endpoint_id") or row.get("held_at") is not None:
+            return False
+        event = OutboxEvent(org_id=row["org_id"], type=row["type"], data=row["data"])
+        if any(c.wants(event) for c in EVENT_CONSUMERS.get(row["type"], ())):
+            return False
+    orgs = sorted({str(row["org_id"]) for row in rows})
+    if conn.execute(_ANY_ENDPOINT, {"orgs": orgs}).first() is not None:
+        return False
+    conn.execute(_MARK_DISPATCHED, {"ids": [row["id"] for row in rows], "now": utcnow()})
+    return True
+
+
+# Built once: the statements of `settle_undeliverable` run on every one-off completion.
+_ANY_ENDPOINT = (
+    select(WebhookEndpoint.id)
+    .where(
+        WebhookEndpoint.org_id.in_(bindparam("orgs", expanding=True)),
+        WebhookEndpoint.enabled.is_(True),
+    )
+    .limit(1)
+)
+_MARK_DISPATCHED = (
+    update(OutboxEvent)
+    .where(OutboxEvent.id.in_(bindparam("ids", expanding=True)))
+    .values(dispatched_at=bindparam("now"))
+)
 
 
 async def dispatch_event(backends: Backends, event_id: str) -> list[str]:
