@@ -224,3 +224,54 @@ async def test_a_narrowed_key_cannot_mint_a_broader_one(api: Api) -> None:
     )
     assert default.status_code == 201
     assert set(default.json()["scopes"]) <= {"api_keys:write", "org:read"}
+
+
+async def test_the_organisation_read_sees_a_change_committed_elsewhere_at_once(
+    api: Api,
+) -> None:
+    """`GET /v1/org` reads outside an ORM session, in one hop (issue 11), but caches
+    nothing: a change committed by another process is served by the next request."""
+    from vocalis.orgs import service
+
+    acme = await api.tenant("Acme")
+    assert (await api.client.get("/v1/org", headers=acme.headers)).json()["name"] == "Acme"
+    async with api.backends.database.session() as session:  # not through this app
+        await service.update_org(
+            session=session, org_id=acme.org_id, name="Acme Renamed", retention_days=30
+        )
+    body = (await api.client.get("/v1/org", headers=acme.headers)).json()
+    assert (body["name"], body["retention_days"]) == ("Acme Renamed", 30)
+    assert body["created_at"].endswith("Z") or body["created_at"].endswith("+00:00")
+
+
+async def test_the_organisation_read_is_a_client_span_of_the_request(api: Api) -> None:
+    """The one-hop read still has its SQL client span, a child of the request's span (the
+    request's context travels to the reader's thread)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    try:
+        acme = await api.tenant("Acme")
+        exporter.clear()
+        assert (await api.client.get("/v1/org", headers=acme.headers)).status_code == 200
+    finally:
+        processor.shutdown()  # stops exporting; the provider keeps it, inert
+    spans = exporter.get_finished_spans()
+    [request] = [s for s in spans if s.name == "GET /v1/org"]
+    reads = [
+        s
+        for s in spans
+        if (s.attributes or {}).get("db.statement", "").startswith("SELECT")
+        and "organizations" in str((s.attributes or {}).get("db.statement"))
+    ]
+    assert reads, [s.name for s in spans]
+    assert all(s.context.trace_id == request.context.trace_id for s in reads)
+    assert all(s.parent is not None and s.parent.span_id == request.context.span_id for s in reads)
+    assert (request.attributes or {}).get("vocalis.org_id") == acme.org_id
