@@ -192,12 +192,13 @@ _CURRENT_VERSION = select(Agent.version).where(
 
 
 async def current_version(*, database: Database, org_id: str, agent_id: str) -> int:
-    """The version number of one live agent of the organisation (one indexed read, no ORM
-    session); NotFound otherwise. Its configuration is immutable: callers cache it by
-    version (`conversations.service.agent_config`)."""
+    """The version number of one live agent of the organisation (one indexed read in one
+    hop, no ORM session: `Database.read`); NotFound otherwise. Its configuration is
+    immutable: callers cache it by version (`conversations.service.agent_config`)."""
     params = {"agent_id": agent_id, "org_id": org_id}
-    async with database.engine.connect() as conn:
-        version = (await conn.execute(_CURRENT_VERSION, params)).scalar_one_or_none()
+    version = await database.read(
+        lambda conn: conn.execute(_CURRENT_VERSION, params).scalar_one_or_none()
+    )
     if version is None:
         raise _not_found(agent_id)
     return int(version)
