@@ -82,9 +82,11 @@ def settle_undeliverable(conn: Connection, rows: Sequence[Mapping[str, Any]]) ->
     for row in rows:
         if row.get("target_endpoint_id") or row.get("held_at") is not None:
             return False
-        event = OutboxEvent(org_id=row["org_id"], type=row["type"], data=row["data"])
-        if any(c.wants(event) for c in EVENT_CONSUMERS.get(row["type"], ())):
-            return False
+        consumers = EVENT_CONSUMERS.get(row["type"], ())
+        if consumers:
+            event = OutboxEvent(org_id=row["org_id"], type=row["type"], data=row["data"])
+            if any(c.wants(event) for c in consumers):
+                return False
     orgs = sorted({str(row["org_id"]) for row in rows})
     if conn.execute(_ANY_ENDPOINT, {"orgs": orgs}).first() is not None:
         return False
