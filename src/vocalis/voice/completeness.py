@@ -60,13 +60,14 @@ _TWO_OBJECT_VERBS = frozenset(
     "send give tell show bring lend hand pass offer sell forward owe".split()  # noqa: SIM905
 )
 _FIRST_OBJECTS = frozenset("me us".split())  # noqa: SIM905
-# Verbs of getting and buying rarely end a sentence right after their subject: "Last week
-# I ordered" has its object still to come. Not when a noun phrase or a question word came
-# first: then the object was fronted ("the jacket I bought", "what we ordered").
+# Verbs of getting, buying, having and wanting rarely end a sentence right after their
+# subject: "Last week I ordered", "Do you have" have their object still to come. Not when a
+# noun phrase or a question word came first: then the object was fronted ("the jacket I
+# bought", "what do you have").
 _OBJECT_FIRST_VERBS = frozenset(
     """
     order ordered buy bought book booked receive received send sent get got purchase
-    purchased rent rented
+    purchased rent rented have has had need needed want wanted
     """.split()  # noqa: SIM905
 )
 _FRONTING = frozenset(
@@ -74,7 +75,8 @@ _FRONTING = frozenset(
 )
 # A question word followed at once by an auxiliary ("When is ...", "Where's ...", "How do
 # ...") inverts subject and verb: a question, whatever Whisper's punctuation ("When is the
-# support line open." was read as a clause opened by "when" and held 1.5 s).
+# support line open." was read as a clause opened by "when" and held 1.5 s); so does an
+# auxiliary followed by its subject ("Are returns free." waited 2.4 s on the model alone).
 _WH = frozenset("what when where which who whom whose why how".split())  # noqa: SIM905
 _AUXILIARIES = frozenset(
     """
@@ -106,8 +108,9 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
     of giving or telling with only its first object ("Could you send me?") or one of
     getting right after its subject ("Last week I ordered."); such a
     turn can be finished ("Yes, I can."), so it waits less than an incomplete one. COMPLETE
-    when it is a question — a question mark, or a question word followed at once by an
-    auxiliary ("When is the support line open.", as Whisper may punctuate it) — and neither
+    when it is a question — a question mark, a question word followed at once by an
+    auxiliary ("When is the support line open.", as Whisper may punctuate it), or an
+    auxiliary followed by its subject ("Are returns free.") — and neither
     applies. NONE otherwise (a statement ending in a full stop: Whisper closes fragments
     with one too) and for other languages.
     """
@@ -131,12 +134,20 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
 
 
 def _inverted(words: list[str]) -> bool:
-    """A question word and an auxiliary first: "when is", "how do", "where's"."""
+    """A question's word order: a question word and an auxiliary first ("when is", "how
+    do", "where's"), or an auxiliary then its subject ("are returns ...", "do you ...")."""
     first = words[0]
     for suffix in _CONTRACTED_AUXILIARIES:
         if first.endswith(suffix) and first.removesuffix(suffix) in _WH:
             return len(words) > 1
-    return first in _WH and len(words) > 2 and words[1] in _AUXILIARIES
+    if first in _WH:
+        return len(words) > 2 and words[1] in _AUXILIARIES
+    return (
+        first in _AUXILIARIES
+        and len(words) > 2
+        and words[1] not in _AUXILIARIES
+        and words[1] not in ("not", "n't")
+    )
 
 
 def _verb_waits_for_object(cased: list[str], words: list[str]) -> bool:

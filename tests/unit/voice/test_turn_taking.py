@@ -304,6 +304,13 @@ async def test_without_an_opinion_from_the_words_the_model_decides(
         ("When is the support line open.", Words.COMPLETE),
         ("Where's my parcel.", Words.COMPLETE),
         ("How do I reset my password.", Words.COMPLETE),
+        # An auxiliary and then its subject: a yes/no question, whatever the punctuation.
+        ("Are returns free.", Words.COMPLETE),
+        ("Do you deliver on Saturdays.", Words.COMPLETE),
+        ("Is it not working.", Words.COMPLETE),
+        ("Is not working.", Words.NONE),  # no subject after the auxiliary
+        ("Do you have", Words.OPEN),  # ... but "have" still waits for its object
+        ("What do you have?", Words.COMPLETE),  # the object came first
         ("When is the", Words.INCOMPLETE),
         ("When I was young.", Words.INCOMPLETE),
         ("When you get a chance", Words.INCOMPLETE),
