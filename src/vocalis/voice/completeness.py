@@ -76,7 +76,8 @@ _FRONTING = frozenset(
 # A question word followed at once by an auxiliary ("When is ...", "Where's ...", "How do
 # ...") inverts subject and verb: a question, whatever Whisper's punctuation ("When is the
 # support line open." was read as a clause opened by "when" and held 1.5 s); so does an
-# auxiliary followed by its subject ("Are returns free." waited 2.4 s on the model alone).
+# auxiliary other than a modal followed by its subject ("Are returns free." waited 2.4 s on
+# the model alone).
 _WH = frozenset("what when where which who whom whose why how".split())  # noqa: SIM905
 _AUXILIARIES = frozenset(
     """
@@ -86,6 +87,14 @@ _AUXILIARIES = frozenset(
     """.split()  # noqa: SIM905
 )
 _CONTRACTED_AUXILIARIES = ("'s", "'re", "'ll", "'d", "'ve")
+# A request opened by a modal ("could you help me") often only announces the question
+# ("... with my account settings?"): its word order alone does not make it finished.
+_MODAL_AUXILIARIES = frozenset(
+    """
+    can could will would shall should may might must can't couldn't won't wouldn't
+    shouldn't
+    """.split()  # noqa: SIM905
+)
 _SUBJECTS = frozenset("i you we they he she someone somebody".split())  # noqa: SIM905
 # Numbers are words too: "My order number is 456." ends on "456", not on "is".
 _WORD = re.compile(r"[A-Za-z0-9'][A-Za-z0-9'.,-]*[A-Za-z0-9]|[A-Za-z0-9']")
@@ -110,7 +119,7 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
     turn can be finished ("Yes, I can."), so it waits less than an incomplete one. COMPLETE
     when it is a question — a question mark, a question word followed at once by an
     auxiliary ("When is the support line open.", as Whisper may punctuate it), or an
-    auxiliary followed by its subject ("Are returns free.") — and neither
+    auxiliary other than a modal followed by its subject ("Are returns free.") — and neither
     applies. NONE otherwise (a statement ending in a full stop: Whisper closes fragments
     with one too) and for other languages.
     """
@@ -135,7 +144,8 @@ def words_verdict(text: str, language: str | None = "en") -> Words:
 
 def _inverted(words: list[str]) -> bool:
     """A question's word order: a question word and an auxiliary first ("when is", "how
-    do", "where's"), or an auxiliary then its subject ("are returns ...", "do you ...")."""
+    do", "where's"), or an auxiliary other than a modal then its subject ("are returns
+    ...", "do you ..."; not "could you help me")."""
     first = words[0]
     for suffix in _CONTRACTED_AUXILIARIES:
         if first.endswith(suffix) and first.removesuffix(suffix) in _WH:
@@ -144,6 +154,7 @@ def _inverted(words: list[str]) -> bool:
         return len(words) > 2 and words[1] in _AUXILIARIES
     return (
         first in _AUXILIARIES
+        and first not in _MODAL_AUXILIARIES
         and len(words) > 2
         and words[1] not in _AUXILIARIES
         and words[1] not in ("not", "n't")

@@ -309,6 +309,7 @@ async def test_without_an_opinion_from_the_words_the_model_decides(
         ("Do you deliver on Saturdays.", Words.COMPLETE),
         ("Is it not working.", Words.COMPLETE),
         ("Is not working.", Words.NONE),  # no subject after the auxiliary
+        ("could you help me", Words.NONE),  # a modal request often only announces it
         ("Do you have", Words.OPEN),  # ... but "have" still waits for its object
         ("What do you have?", Words.COMPLETE),  # the object came first
         ("When is the", Words.INCOMPLETE),
