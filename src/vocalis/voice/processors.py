@@ -806,10 +806,7 @@ class STTProcessor(FrameProcessor):
         # A turn that went on after an earlier pause is transcribed whole up to here while
         # it is short enough (see the class docs): no seam in the speculative reply's words,
         # the words' verdict or the transcript a confirmed turn keeps.
-        whole = (
-            bool(self._segments)
-            and duration_seconds(bytes(self._audio[:end]), self._rate) <= self._whole_turn_max_s
-        )
+        whole = self._cut_bytes > 0 and end / (2 * self._rate) <= self._whole_turn_max_s
         start = 0 if whole else self._cut_bytes
         with turn_span(
             "stt.transcribe",
