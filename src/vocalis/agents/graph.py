@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -646,15 +646,9 @@ def _in_turn(messages: Sequence[Message], message: Message) -> bool:
 
 # --- routing ------------------------------------------------------------------------------
 def after_input_guard(
-    state: AgentState, runtime: Runtime[AgentContext]
-) -> Literal["retrieve", "generate", "output_guard"]:
-    """Blocked input skips the model; retrieval only when the agent has knowledge bases."""
-    return _after_input_guard(state, runtime.context)
-
-
-def _after_input_guard(
     state: AgentState, ctx: AgentContext
 ) -> Literal["retrieve", "generate", "output_guard"]:
+    """Blocked input skips the model; retrieval only when the agent has knowledge bases."""
     if state["turn"]["blocked"]:
         return "output_guard"
     if state["turn"]["resumed"]:
@@ -662,12 +656,14 @@ def _after_input_guard(
     return "retrieve" if ctx.agent.knowledge_base_ids else "generate"
 
 
-def after_generate(state: AgentState) -> Literal["tools", "output_guard"]:
+def after_generate(state: AgentState, ctx: AgentContext) -> Literal["tools", "output_guard"]:
     """Tool calls go to the tools node; an answer goes to the output guard."""
     return "tools" if state["messages"][-1].get("tool_calls") else "output_guard"
 
 
-def after_tools(state: AgentState) -> Literal["handoff", "output_guard", "generate"]:
+def after_tools(
+    state: AgentState, ctx: AgentContext
+) -> Literal["handoff", "output_guard", "generate"]:
     """A handoff, an ended conversation or a client tool call ends the turn; else go on."""
     turn = state["turn"]
     if turn["handoff"] is not None:
@@ -675,6 +671,28 @@ def after_tools(state: AgentState) -> Literal["handoff", "output_guard", "genera
     if turn["end_conversation"] or turn["awaiting"]:
         return "output_guard"
     return "generate"
+
+
+# The graph's edges, in one place: the compiled graph (`build_agent_graph`) and the
+# unsaved turn (`run_agent_unsaved`) both follow them.
+EDGES: dict[str, str] = {"retrieve": "generate", "handoff": "output_guard", "output_guard": END}
+ROUTES: dict[str, tuple[Callable[[AgentState, AgentContext], str], list[str]]] = {
+    "input_guard": (after_input_guard, ["retrieve", "generate", "output_guard"]),
+    "generate": (after_generate, ["tools", "output_guard"]),
+    "tools": (after_tools, ["handoff", "output_guard", "generate"]),
+}
+
+
+def _langgraph_route(
+    route: Callable[[AgentState, AgentContext], str],
+) -> Callable[[AgentState, Runtime[AgentContext]], str]:
+    """A route as LangGraph calls it (the context comes in its runtime)."""
+
+    def decide(state: AgentState, runtime: Runtime[AgentContext]) -> str:
+        return route(state, runtime.context)
+
+    decide.__name__ = route.__name__
+    return decide
 
 
 NODE_FUNCTIONS: dict[str, NodeFn] = {
@@ -695,14 +713,10 @@ def build_agent_graph(
     for name, fn in NODE_FUNCTIONS.items():
         graph.add_node(name, _node(name, fn))
     graph.add_edge(START, "input_guard")
-    graph.add_conditional_edges(
-        "input_guard", after_input_guard, ["retrieve", "generate", "output_guard"]
-    )
-    graph.add_edge("retrieve", "generate")
-    graph.add_conditional_edges("generate", after_generate, ["tools", "output_guard"])
-    graph.add_conditional_edges("tools", after_tools, ["handoff", "output_guard", "generate"])
-    graph.add_edge("handoff", "output_guard")
-    graph.add_edge("output_guard", END)
+    for name, (route, targets) in ROUTES.items():
+        graph.add_conditional_edges(name, _langgraph_route(route), targets)
+    for name, target in EDGES.items():
+        graph.add_edge(name, target)
     return graph.compile(checkpointer=checkpointer, name="vocalis-agent")
 
 
@@ -730,6 +744,14 @@ async def run_agent(
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
     task = asyncio.create_task(_drive(graph, ctx, user_text, tool_outputs, queue))
+    async with aclosing(_drained(queue, task)) as events:  # closed early: the turn ends
+        async for event in events:
+            yield event
+
+
+async def _drained(queue: asyncio.Queue[Any], task: asyncio.Task[None]) -> AsyncGenerator[Any]:
+    """The events a turn's task puts on `queue` until `_DONE`, its failure raised here;
+    the task is cancelled if the caller stops early."""
     try:
         while True:
             item = await queue.get()
@@ -827,18 +849,10 @@ def _apply(state: AgentState, update: Mapping[str, Any]) -> AgentState:
 
 
 def _next_node(node: str, state: AgentState, ctx: AgentContext) -> str:
-    """The graph's edges (`build_agent_graph`), as plain code."""
-    if node == "input_guard":
-        return _after_input_guard(state, ctx)
-    if node == "retrieve":
-        return "generate"
-    if node == "generate":
-        return after_generate(state)
-    if node == "tools":
-        return after_tools(state)
-    if node == "handoff":
-        return "output_guard"
-    return END
+    """Where the graph goes after `node` (`EDGES`, `ROUTES`)."""
+    if node in EDGES:
+        return EDGES[node]
+    return ROUTES[node][0](state, ctx)
 
 
 async def run_agent_unsaved(
@@ -847,26 +861,16 @@ async def run_agent_unsaved(
     tool_outputs: Sequence[ToolOutput] = (),
     *,
     state: AgentState | None = None,
-) -> AsyncIterator[AgentEvent]:
+) -> AsyncGenerator[AgentEvent]:
     """`run_agent` for a turn whose state is never kept (a one-off chat completion): the
     same nodes, edges, spans and events, run in order on `state` (the conversation so far)
     without LangGraph's Pregel loop and checkpointer, which cost about half of such a
     turn's CPU. The graph's recursion limit holds too."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     task = asyncio.create_task(_drive_unsaved(ctx, state or {}, user_text, tool_outputs, queue))
-    try:
-        while True:
-            item = await queue.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        await task
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async with aclosing(_drained(queue, task)) as events:  # closed early: the turn ends
+        async for event in events:
+            yield event
 
 
 async def _drive_unsaved(

@@ -14,7 +14,7 @@ headers) are read under the organisation's own prefix (`OrgSecrets`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -233,14 +233,10 @@ class AgentRuntime:
         completion), on `state` (its history): the graph's nodes and edges run directly
         (`run_agent_unsaved`), with its MCP tools as in `run`."""
         ctx = await self.with_mcp_tools(ctx)
-        events = run_agent_unsaved(ctx, user_text, tool_outputs, state=state)
-        try:
+        # A caller that stops early ends the turn.
+        async with aclosing(run_agent_unsaved(ctx, user_text, tool_outputs, state=state)) as events:
             async for event in events:
                 yield event
-        finally:
-            close = getattr(events, "aclose", None)  # a caller that stops early ends the turn
-            if close is not None:
-                await close()
 
     def _engine_events(
         self,
