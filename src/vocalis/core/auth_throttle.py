@@ -19,7 +19,7 @@ import structlog
 
 from vocalis.core import errors
 from vocalis.core.metrics import AUTH_THROTTLED
-from vocalis.core.ratelimit import Guard
+from vocalis.core.ratelimit import Guard, GuardClearances
 from vocalis.core.redis_keys import declare
 
 log = structlog.get_logger(__name__)
@@ -66,6 +66,10 @@ class AuthThrottle:
 
     def __post_init__(self) -> None:
         self._fail = self.redis.register_script(_FAIL)
+        # Addresses a rate limiter's lease may trust as not throttled for a moment; every
+        # failure counted here revokes its address's at once (other processes' within
+        # `ratelimit.LEASE_LIFETIME_MS`).
+        self.clearances = GuardClearances()
 
     def _key(self, address: str) -> str:
         return AUTH_FAILURES_BY_ADDRESS.format(address=address)
@@ -75,7 +79,7 @@ class AuthThrottle:
         None when it is off or the address unknown."""
         if self.limit <= 0 or not address:
             return None
-        return Guard(self._key(address), self.limit)
+        return Guard(self._key(address), self.limit, self.clearances)
 
     def tripped(self, ttl_s: int) -> AuthThrottled:
         """The refusal for a tripped guard (counted like `check`'s)."""
@@ -98,6 +102,7 @@ class AuthThrottle:
         """Count one failed authentication from `address`."""
         if self.limit <= 0 or not address:
             return
+        self.clearances.revoke(self._key(address))
         count, ttl = await self._fail(keys=[self._key(address)], args=[self.window_s])
         if int(count) == self.limit:
             log.warning("auth_throttle_engaged", client=address, window_s=int(ttl))
