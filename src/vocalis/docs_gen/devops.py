@@ -358,10 +358,12 @@ THREATS: tuple[Threat, ...] = (
     Threat(
         "Denial of service by request volume",
         "REST, WebSocket handshakes",
-        "Per-key token buckets in Redis, one per rate-limit class, atomic across processes; "
+        "Per-key token buckets in Redis, one per rate-limit class, atomic across processes "
+        "(large buckets spent through short per-process leases that never over-admit); "
         "429 with `Retry-After`.",
         (
             "tests/api/test_rate_limit.py::test_requests_beyond_the_burst_get_429_with_retry_after",
+            "tests/api/test_rate_limit_leases.py::test_two_processes_never_admit_more_than_the_bucket",
             "tests/api/test_rate_limit.py::test_class_buckets_are_atomic_under_concurrent_redis_clients",
             "tests/realtime/test_handshake_rate_class.py",
         ),
