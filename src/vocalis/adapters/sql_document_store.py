@@ -237,6 +237,8 @@ _SET_BODY = (
     .where(_by_id())
     .values(body=bindparam("b", type_=StoredDocument.__table__.c.body.type))
 )
+# Every insert: rows of all four columns (an executemany of plain dicts).
+_INSERT = insert(StoredDocument)
 
 
 # --- filters ----------------------------------------------------------------------------
@@ -497,7 +499,7 @@ class SqlDocumentStore:
         row = _row(collection, org_id, doc)
         try:
             await self._run(
-                lambda conn: conn.execute(insert(StoredDocument), [row]),
+                lambda conn: conn.execute(_INSERT, [row]),
                 write=True,
                 reads_first=False,
             )
@@ -512,7 +514,7 @@ class SqlDocumentStore:
             return 0
         try:
             await self._run(
-                lambda conn: conn.execute(insert(StoredDocument), rows),
+                lambda conn: conn.execute(_INSERT, rows),
                 write=True,
                 reads_first=False,
             )
@@ -534,7 +536,7 @@ class SqlDocumentStore:
         def work(conn: Connection) -> None:
             also(conn)
             if rows:
-                conn.execute(insert(StoredDocument), rows)
+                conn.execute(_INSERT, rows)
 
         try:
             await self._run(work, write=True, reads_first=False)
@@ -631,7 +633,7 @@ class SqlDocumentStore:
         updating = self._update_work(collection, org_id, filter, update)
 
         def work(conn: Connection) -> bool:
-            conn.execute(insert(StoredDocument), [row])
+            conn.execute(_INSERT, [row])
             return updating(conn)
 
         try:

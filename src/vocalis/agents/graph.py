@@ -22,11 +22,12 @@ through LangGraph's `custom` stream; `run_agent` turns them into an async iterat
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Annotated, Any, Literal, TypedDict
 
 import structlog
@@ -565,7 +566,7 @@ async def output_guard(state: AgentState, ctx: AgentContext, write: StreamWriter
         finish_reason=str(turn.get("finish_reason") or "stop"),
     )
     message["citations"] = [asdict(c) for c in final.citations]
-    turn["final"] = asdict(final)
+    turn["final"] = _final_state(final)
     write(final)
     return {"messages": [message], "turn": turn}
 
@@ -596,10 +597,25 @@ def _await_client_outputs(
         replaced=said != check.content,
         awaiting_tool_calls=tuple(c["id"] for c in turn["awaiting"]),
     )
-    turn["final"] = asdict(final)
+    turn["final"] = _final_state(final)
     write(final)
     changed = [{**caller, "content": check.content}] if final.replaced else []
     return {"messages": changed, "turn": turn}
+
+
+_FINAL_FIELDS = tuple(f.name for f in fields(FinalMessage))
+
+
+def _final_state(final: FinalMessage) -> dict[str, Any]:
+    """`asdict(final)`, as the turn keeps it, built field by field (the generic recursion
+    was a measurable part of a turn): nested dataclasses as dicts, containers copied; the
+    other fields are immutable values."""
+    state = {name: getattr(final, name) for name in _FINAL_FIELDS}
+    state["citations"] = tuple(asdict(c) for c in final.citations)
+    state["tool_calls"] = copy.deepcopy(final.tool_calls)
+    state["usage"] = asdict(final.usage)
+    state["latency_ms"] = dict(final.latency_ms)
+    return state
 
 
 def _turn_usage(turn: Mapping[str, Any]) -> TurnUsage:
@@ -703,6 +719,9 @@ NODE_FUNCTIONS: dict[str, NodeFn] = {
     "handoff": handoff,
     "output_guard": output_guard,
 }
+
+
+_NODE_SPANS = {name: f"agent.node.{name}" for name in NODE_FUNCTIONS}
 
 
 def build_agent_graph(
@@ -900,7 +919,7 @@ async def _drive_unsaved(
                 if steps >= limit:
                     raise GraphRecursionError(f"Recursion limit of {limit} reached")
                 steps += 1
-                with span(f"agent.node.{node}"):
+                with span(_NODE_SPANS[node]):
                     update = await NODE_FUNCTIONS[node](state, ctx, write)
                 state = _apply(state, update)
                 node = _next_node(node, state, ctx)

@@ -36,13 +36,18 @@ def identity(org_id: str, conversation_id: str, agent_id: str) -> Iterator[None]
 @contextmanager
 def span(name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
     """A span with the identity attributes; exceptions mark it as an error."""
-    attrs = {
-        **(_identity.get() or {}),
-        **{k: v for k, v in (attributes or {}).items() if v is not None},
-    }
-    with _tracer.start_as_current_span(
-        name, attributes=attrs, record_exception=True, set_status_on_exception=False
-    ) as current:
+    attrs: Mapping[str, Any] | None = _identity.get()
+    if attributes:  # the identity (set once per run) is passed as it is otherwise
+        merged = dict(attrs or ())
+        for key, value in attributes.items():
+            if value is not None:
+                merged[key] = value
+        attrs = merged
+    # `start_as_current_span` without its extra context-manager layer.
+    current = _tracer.start_span(name, attributes=attrs)
+    with trace.use_span(
+        current, end_on_exit=True, record_exception=True, set_status_on_exception=False
+    ):
         try:
             yield current
         except BaseException as exc:

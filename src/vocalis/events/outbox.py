@@ -184,7 +184,7 @@ class OutboxSink:
             if rows:
                 # The insert first: on SQLite the transaction holds the write lock before
                 # `settle` reads.
-                conn.execute(insert(OutboxEvent), rows)
+                conn.execute(_INSERT_EVENTS, rows)
                 settled = settle is not None and settle(conn, rows)
 
         await documents.insert_with(inserts, also)
@@ -193,6 +193,10 @@ class OutboxSink:
         if not settled:
             _dispatch_publisher().add([row["id"] for row in rows])
         return True
+
+
+# Built once: an executemany of plain dicts (every column given) on each one-off completion.
+_INSERT_EVENTS = insert(OutboxEvent)
 
 
 def _event_values(name: str, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,7 +209,7 @@ def _event_values(name: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         "api_version": API_VERSION,
         "data": _validated(name, data),
         "target_endpoint_id": None,
-        "created_at": utcnow(),
+        "created_at": utcnow(),  # one per event: the sweep dispatches them in this order
         "dispatched_at": None,
         "held_at": None,
         "witness": None,

@@ -182,6 +182,10 @@ def _extras(conversation_id: str, result: TurnResult) -> VocalisExtras:
     )
 
 
+_PLACEHOLDER = "\x00text\x00"
+_PLACEHOLDER_JSON = json.dumps(_PLACEHOLDER)
+
+
 def _data(payload: Any) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'), default=str)}\n\n"
 
@@ -211,12 +215,15 @@ async def _chunks(
             body["usage"] = None
         return body | extra
 
+    # A text chunk differs from the others only in its text: serialized once around a
+    # placeholder, each one is the text's JSON string between the two halves.
+    before, _, after = _data(chunk({"content": _PLACEHOLDER})).rpartition(_PLACEHOLDER_JSON)
     try:
         yield _data(chunk({"role": "assistant", "content": ""}))
         calls = 0
         async for event in started.turn.events():
             if isinstance(event, TextDelta):
-                yield _data(chunk({"content": event.text}))
+                yield f"{before}{json.dumps(event.text)}{after}"
             elif isinstance(event, ToolCallEvent) and event.client:
                 call = {
                     "index": calls,

@@ -143,19 +143,19 @@ class OneOffTurn:
         finally:
             await self.close()
 
-    async def _run(
-        self, ctx: AgentContext, text: str, seed: AgentState
-    ) -> AsyncIterator[AgentEvent]:
+    def _run(self, ctx: AgentContext, text: str, seed: AgentState) -> AsyncIterator[AgentEvent]:
         """The turn's events. Nothing of it is kept, so a langgraph agent's turn runs the
         graph's nodes directly on the seed (`AgentRuntime.run_unsaved`: no Pregel loop, no
-        checkpoints); the SDK runtimes keep their history in a graph, here one with
-        in-memory checkpoints, deleted after the turn."""
+        checkpoints; its events are iterated as they come, with no generator of ours in
+        between); the SDK runtimes keep their history in a graph, here one with in-memory
+        checkpoints, deleted after the turn."""
         if ctx.agent.runtime == "langgraph":
-            async for event in self.runtime.run_unsaved(
-                ctx, text, self.tool_outputs, state=seed or None
-            ):
-                yield event
-            return
+            return self.runtime.run_unsaved(ctx, text, self.tool_outputs, state=seed or None)
+        return self._run_checkpointed(ctx, text, seed)
+
+    async def _run_checkpointed(
+        self, ctx: AgentContext, text: str, seed: AgentState
+    ) -> AsyncIterator[AgentEvent]:
         graph = memory_graph(self.runtime)
         thread: Any = {"configurable": {"thread_id": self.conversation_id}}
         if seed:

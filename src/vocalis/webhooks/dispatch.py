@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
 import structlog
 from sqlalchemy import Connection, bindparam, delete, or_, select, update
@@ -76,7 +77,10 @@ def settle_undeliverable(conn: Connection, rows: Sequence[Mapping[str, Any]]) ->
 
     The endpoints are read when the events are committed rather than when a worker picks
     the message up a few milliseconds later, so an endpoint created in between does not
-    get them: it did not exist when they happened (`OutboxSink.record_with_documents`)."""
+    get them: it did not exist when they happened (`OutboxSink.record_with_documents`).
+    The endpoint check and the marking are one statement (an UPDATE of the events guarded
+    by `NOT EXISTS` an enabled endpoint), built once per number of events and
+    organisations."""
     if not rows:
         return False
     for row in rows:
@@ -84,30 +88,46 @@ def settle_undeliverable(conn: Connection, rows: Sequence[Mapping[str, Any]]) ->
             return False
         consumers = EVENT_CONSUMERS.get(row["type"], ())
         if consumers:
-            event = OutboxEvent(org_id=row["org_id"], type=row["type"], data=row["data"])
+            event = cast(OutboxEvent, _EventView(row["org_id"], row["type"], row["data"]))
             if any(c.wants(event) for c in consumers):
                 return False
     orgs = sorted({str(row["org_id"]) for row in rows})
-    if conn.execute(_ANY_ENDPOINT, {"orgs": orgs}).first() is not None:
-        return False
-    conn.execute(_MARK_DISPATCHED, {"ids": [row["id"] for row in rows], "now": utcnow()})
-    return True
+    params: dict[str, Any] = {f"o{i}": org for i, org in enumerate(orgs)}
+    params.update({f"e{i}": row["id"] for i, row in enumerate(rows)})
+    params["now"] = utcnow()
+    marked = conn.execute(_mark_undeliverable(len(rows), len(orgs)), params).rowcount
+    # All or none: the guard is the same for every row of the statement.
+    return bool(marked)
 
 
-# Built once: the statements of `settle_undeliverable` run on every one-off completion.
-_ANY_ENDPOINT = (
-    select(WebhookEndpoint.id)
-    .where(
-        WebhookEndpoint.org_id.in_(bindparam("orgs", expanding=True)),
-        WebhookEndpoint.enabled.is_(True),
+@dataclass(frozen=True, slots=True)
+class _EventView:
+    """What a consumer's `wants` reads of an event, for a row not loaded as an ORM object."""
+
+    org_id: str
+    type: str
+    data: Mapping[str, Any]
+
+
+@lru_cache(maxsize=64)
+def _mark_undeliverable(events: int, orgs: int) -> Any:
+    """UPDATE `events` outbox rows (`:e0`…) to dispatched at `:now` unless one of `orgs`
+    organisations (`:o0`…) has an enabled endpoint: plain bound parameters, compiled once
+    per shape (expanding IN lists are re-rendered on every execution)."""
+    endpoint = (
+        select(WebhookEndpoint.id)
+        .where(
+            WebhookEndpoint.org_id.in_([bindparam(f"o{i}") for i in range(orgs)]),
+            WebhookEndpoint.enabled.is_(True),
+        )
+        .exists()
     )
-    .limit(1)
-)
-_MARK_DISPATCHED = (
-    update(OutboxEvent)
-    .where(OutboxEvent.id.in_(bindparam("ids", expanding=True)))
-    .values(dispatched_at=bindparam("now"))
-)
+    return (
+        update(OutboxEvent)
+        .where(OutboxEvent.id.in_([bindparam(f"e{i}") for i in range(events)]), ~endpoint)
+        .values(dispatched_at=bindparam("now"))
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def dispatch_event(backends: Backends, event_id: str) -> list[str]:

@@ -305,3 +305,32 @@ async def test_conversation_resumes_from_postgresql_checkpoints(pg_url: str) -> 
     async with open_checkpointer(pg_url) as saver:
         await run_turn(build_agent_graph(saver), make_context(later), "Q2")
     assert [m.content for m in later.requests[0].messages[1:]] == ["Q1", "A.", "Q2"]
+
+
+def test_the_final_message_is_kept_as_asdict_would_keep_it() -> None:
+    """`_final_state` (the turn's `final`) is `dataclasses.asdict` of the final message,
+    nested dataclasses and containers copied."""
+    from dataclasses import asdict
+
+    from vocalis.agents.events import Citation, TurnUsage
+    from vocalis.agents.graph import _final_state
+
+    calls = ({"id": "call_1", "name": "lookup", "arguments": '{"q": [1, {"a": 2}]}'},)
+    final = FinalMessage(
+        message_id="msg_1",
+        content="Refunds within 30 days [1].",
+        citations=(Citation(1, "doc_1", "policy.md", "chk_1", "Refunds…", 0.5, 3, "Refunds"),),
+        tool_calls=calls,
+        usage=TurnUsage(10, 5, 0.001, True, "extractive", "extractive-v1"),
+        latency_ms={"generate": 1.5, "total": 2.0},
+        flags=("prompt_injection_suspected",),
+        handoff=True,
+        awaiting_tool_calls=("call_1",),
+        finish_reason="tool_calls",
+    )
+    for message in (final, FinalMessage(message_id="msg_2", content="")):
+        kept = _final_state(message)
+        assert kept == asdict(message)
+        assert list(kept) == list(asdict(message))
+    kept = _final_state(final)
+    assert kept["tool_calls"][0] is not calls[0] and kept["latency_ms"] is not final.latency_ms
