@@ -604,6 +604,7 @@ def _await_client_outputs(
 
 
 _FINAL_FIELDS = tuple(f.name for f in fields(FinalMessage))
+_USAGE_FIELDS = tuple(f.name for f in fields(TurnUsage))  # scalars only
 
 
 def _final_state(final: FinalMessage) -> dict[str, Any]:
@@ -612,8 +613,8 @@ def _final_state(final: FinalMessage) -> dict[str, Any]:
     other fields are immutable values."""
     state = {name: getattr(final, name) for name in _FINAL_FIELDS}
     state["citations"] = tuple(asdict(c) for c in final.citations)
-    state["tool_calls"] = copy.deepcopy(final.tool_calls)
-    state["usage"] = asdict(final.usage)
+    state["tool_calls"] = tuple(copy.deepcopy(c) for c in final.tool_calls)
+    state["usage"] = {name: getattr(final.usage, name) for name in _USAGE_FIELDS}
     state["latency_ms"] = dict(final.latency_ms)
     return state
 
