@@ -10,13 +10,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from vocalis import __version__
 from vocalis.agents.runtime import RUNTIME_STATE, open_runtime
 from vocalis.conversations.store import ensure_indexes
 from vocalis.core.auth_throttle import AuthThrottle
 from vocalis.core.backends import Backends
+from vocalis.core.http_span import NATIVE_TELEMETRY_OFF, install_server_spans
 from vocalis.core.logging import configure_logging
 from vocalis.core.metrics import process_exited
 from vocalis.core.middleware import RequestContextMiddleware
@@ -145,6 +145,7 @@ def create_app(
         summary="Self-hosted voice and chat AI agents.",
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
+        telemetry=NATIVE_TELEMETRY_OFF,  # the server span is ours (core/http_span.py)
         # Behind a proxy the public URL is what clients (and generated SDKs) must call.
         servers=[{"url": settings.public_base_url}] if settings.public_base_url else None,
     )
@@ -154,10 +155,8 @@ def create_app(
         app.include_router(importlib.import_module(module).router)
     apply_rate_limit_classes(app.routes)  # every operation's class, into OpenAPI too
     install_openapi(app)
-    # One server span per request; none for each ASGI message sent or received.
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="healthz,metrics", exclude_spans=["receive", "send"]
-    )
+    # One server span per request (`<method> <route>`); /healthz and /metrics excluded.
+    install_server_spans(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_body_bytes,

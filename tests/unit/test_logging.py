@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import io
 import json
 import logging
@@ -15,12 +16,18 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
 from vocalis.core.logging import (
+    OwnText,
+    _Dumps,
+    _jsonable,
+    _LoggerFactory,
     bind_context,
     clear_context,
     configure_logging,
     get_logger,
+    redaction_processor,
     unbind_context,
 )
+from vocalis.core.redaction import is_secret_key, redact_value, secret_placeholder
 from vocalis.settings import Settings
 
 Configure = Callable[..., io.StringIO]
@@ -356,3 +363,76 @@ def test_console_format_writes_human_readable_lines(configure: Configure) -> Non
     assert "password=[SECRET]" in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
+
+
+# --- the cheap paths write what the full ones did ----------------------------------------
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Text(str):
+    pass
+
+
+def test_the_redaction_fast_paths_give_what_the_full_walk_gives() -> None:
+    """Strings, numbers, flags and None skip `_jsonable` and `redact_value`'s walk; the
+    result is what the walk gives, for them and for their subclasses (which still walk)."""
+    values = {
+        "status": 200,
+        "duration_ms": 1.25,
+        "nan": float("nan"),
+        "ok": True,
+        "none": None,
+        "text": "call +1 415 555 2671 or jane@example.com",
+        "plain": "GET",
+        "level": _Level.HIGH,
+        "subclass": _Text("jane@example.com"),
+        "nested": {"to": ["+1 415 555 2671"], "n": 3},
+        "password": 12345,
+        "token": "",
+    }
+    for pii in (True, False):
+        fast = redaction_processor(pii=pii)(None, "info", dict(values))
+        full = {
+            key: secret_placeholder(value)
+            if is_secret_key(key)
+            else redact_value(_jsonable(value, 0), pii=pii)
+            for key, value in values.items()
+        }
+        assert json.dumps(fast) == json.dumps(full)
+        assert fast["text"] != values["text"] or not pii
+
+
+def test_own_text_is_written_as_it_is_and_a_clients_string_is_redacted(
+    configure: Configure,
+) -> None:
+    stream = configure(redact_pii=True)
+    looks_like_a_phone = "+14155552671"
+    bind_context(request_id=OwnText(looks_like_a_phone), client_id=looks_like_a_phone)
+    get_logger("vocalis.test").info("request")
+    line = only_line(stream)
+    assert line["request_id"] == looks_like_a_phone
+    assert line["client_id"] == "[PHONE]"
+
+
+def test_the_json_renderer_writes_what_json_dumps_writes() -> None:
+    class Odd:
+        def __repr__(self) -> str:
+            return "<odd é>"
+
+    dumps = _Dumps()
+    event = {"event": "x", "é": "ünïcode", "n": [1, 2.5, None, True], "odd": Odd()}
+    for default in (repr, str, repr):
+        assert dumps(event, default=default) == json.dumps(event, default=default)
+    assert dumps(event, default=repr, sort_keys=True) == json.dumps(
+        event, default=repr, sort_keys=True
+    )
+
+
+def test_a_named_logger_is_looked_up_once_and_is_the_stdlib_logger() -> None:
+    factory = _LoggerFactory()
+    first = factory("vocalis.test.cached")
+    assert first is logging.getLogger("vocalis.test.cached")
+    assert factory("vocalis.test.cached") is first

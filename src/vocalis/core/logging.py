@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 import logging
 import sys
 from collections.abc import Mapping
@@ -22,7 +23,13 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from vocalis.core.redaction import FALLBACK, is_secret_key, redact_value, secret_placeholder
+from vocalis.core.redaction import (
+    FALLBACK,
+    is_secret_key,
+    redact,
+    redact_value,
+    secret_placeholder,
+)
 from vocalis.settings import Settings
 
 # Fields we generate ourselves; nothing in them can be PII, so redaction skips them.
@@ -56,6 +63,19 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
     return event_dict
 
 
+class OwnText(str):
+    """A string our own code generated and nothing of a client's is in (the request id the
+    middleware makes up when a request brings none): redaction has nothing to look for in
+    it, so it is written as it is. Anything a client sent stays a plain `str`, redacted."""
+
+    __slots__ = ()
+
+
+# Values written as they are (what `_jsonable` and `redact_value` would return unchanged):
+# exactly these types, so that subclasses (an IntEnum, a str subclass) take the full path.
+_PLAIN_SCALARS = (int, float, bool, type(None))
+
+
 def redaction_processor(*, pii: bool) -> Processor:
     """A processor hiding secret-named fields always, and PII in every value when `pii`."""
 
@@ -65,6 +85,13 @@ def redaction_processor(*, pii: bool) -> Processor:
                 continue
             if is_secret_key(key):
                 event_dict[key] = secret_placeholder(value)
+                continue
+            kind = type(value)
+            if kind is str:
+                # What `redact_value(_jsonable(value))` does for a string, without the walk.
+                event_dict[key] = redact(value, pii=pii)
+            elif kind in _PLAIN_SCALARS or kind is OwnText:
+                continue  # numbers, flags, None: nothing to redact; OwnText: ours
             else:
                 event_dict[key] = redact_value(_jsonable(value, 0), pii=pii)
         return event_dict
@@ -125,7 +152,25 @@ def _renderer(settings: Settings, stream: TextIO) -> Processor:
         return structlog.dev.ConsoleRenderer(
             colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
-    return structlog.processors.JSONRenderer()
+    return structlog.processors.JSONRenderer(serializer=_Dumps())
+
+
+class _Dumps:
+    """`json.dumps` for the renderer, keeping one encoder for every line: `json.dumps` given
+    a `default` (structlog passes its fallback) builds a new encoder per call. Same
+    settings, same text."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[Any, json.JSONEncoder] = (None, json.JSONEncoder())
+
+    def __call__(self, obj: Any, *, default: Any = None, **options: Any) -> str:
+        if options:
+            return json.dumps(obj, default=default, **options)
+        cached_default, encoder = self._cached
+        if default is not cached_default:
+            encoder = json.JSONEncoder(default=default)
+            self._cached = (default, encoder)
+        return encoder.encode(obj)
 
 
 def _formatter(settings: Settings, stream: TextIO) -> structlog.stdlib.ProcessorFormatter:
@@ -208,12 +253,30 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         context_class=dict,
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         # Module-level loggers are created before configuration; caching would pin them to
         # whichever configuration they first saw.
         cache_logger_on_first_use=False,
     )
+
+
+class _LoggerFactory(structlog.stdlib.LoggerFactory):
+    """structlog's stdlib logger factory, remembering named loggers: without caching (see
+    `configure_logging`) every line asks for its logger again, and `logging.getLogger`
+    takes the logging module's lock each time. A logger, once made, is never replaced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._named: dict[str, logging.Logger] = {}
+
+    def __call__(self, *args: Any) -> logging.Logger:
+        if args and isinstance(args[0], str):
+            logger = self._named.get(args[0])
+            if logger is None:
+                logger = self._named[args[0]] = logging.getLogger(args[0])
+            return logger
+        return super().__call__(*args)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vocalis.core import errors, jsonguard
+from vocalis.core.logging import OwnText
 from vocalis.core.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
 from vocalis.core.problems import PROBLEM_MEDIA_TYPE, problem_body, problem_response
 from vocalis.core.tracing import current_trace_id
@@ -121,10 +122,14 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        if incoming and _REQUEST_ID.match(incoming):
+            request_id, logged = incoming, incoming  # the client's: redacted like any value
+        else:
+            request_id = uuid.uuid4().hex
+            logged = OwnText(request_id)  # made up here: nothing to redact in it
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        structlog.contextvars.bind_contextvars(request_id=logged)
         if scope["type"] == "websocket":
             if _nul_in_url(scope):  # ids with NUL would reach the database: refuse the handshake
                 await _refuse_handshake(scope, receive, send, request_id)

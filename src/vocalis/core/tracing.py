@@ -23,9 +23,10 @@ _configured = False
 
 # Span names used across the system; the documentation's span table is generated from it.
 SPAN_NAMES: dict[str, str] = {
-    "<method> <route>": "Every HTTP request (FastAPI instrumentation), e.g. "
-    "`GET /v1/agents`; a WebSocket session is `HTTP <route>` (`HTTP /v1/realtime`), whose `http.method` "
-    "the ASGI instrumentation sets only sometimes (`http.scheme` is `ws`).",
+    "<method> <route>": "Every HTTP request (`core/http_span.py`, with the name and "
+    "attributes of OpenTelemetry's FastAPI instrumentation), e.g. `GET /v1/agents`; a "
+    "WebSocket session is `HTTP <route>` (`HTTP /v1/realtime`), with `http.method` only when "
+    "the server puts one in the ASGI scope (`http.scheme` is `ws`).",
     "agent.run": "One agent turn from input to final message.",
     "agent.node.<name>": "One node of the agent graph (input_guard, retrieve, generate…).",
     "llm.chat": "One chat-model call, with GenAI semantic-convention attributes.",
