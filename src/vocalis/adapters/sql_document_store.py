@@ -422,7 +422,9 @@ class SqlDocumentStore:
     Each operation is one function of a synchronous connection, run in one hop: on SQLite
     in the store's own thread over a synchronous engine on the same file (one thread
     switch per operation, where the async driver switches threads for every cursor call),
-    on PostgreSQL through the async engine (`run_sync`).
+    on one connection that thread keeps (no transaction is left open between operations:
+    a write commits, a read rolls back); on PostgreSQL through the async engine
+    (`run_sync`).
     """
 
     name = "sql"
@@ -436,6 +438,7 @@ class SqlDocumentStore:
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._writer: WriterLock | None = None
+        self._conn: Connection | None = None  # used in `_thread` only
         if self._dialect == "sqlite" and sqlite_file(database.url):
             self._sync = sync_sqlite_engine(database.url)
             # One thread: SQLite admits one writer, and queueing here costs no busy waits.
@@ -472,17 +475,23 @@ class SqlDocumentStore:
         would read, then upgrade too late, and two updaters could both read the old body)."""
         immediate = write and reads_first and self._dialect == "sqlite"
         if self._sync is not None:
-            engine = self._sync
             writer = self._writer if write else None
 
             def job() -> T:
-                with writer or nullcontext(), engine.connect() as conn:
-                    if immediate:
-                        conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    result = work(conn)
-                    if write:
-                        conn.commit()
-                    return result
+                with writer or nullcontext():
+                    conn = self._thread_connection()
+                    try:
+                        if immediate:
+                            conn.exec_driver_sql("BEGIN IMMEDIATE")
+                        result = work(conn)
+                        if write:
+                            conn.commit()
+                        else:
+                            conn.rollback()  # a read's snapshot ends with it
+                        return result
+                    except BaseException:
+                        self._drop_thread_connection()  # rolled back, and never reused
+                        raise
 
             return await asyncio.get_running_loop().run_in_executor(self._thread, job)
         lock = self._process_write_lock() if write else nullcontext()
@@ -493,6 +502,20 @@ class SqlDocumentStore:
             if write:
                 await aconn.commit()
             return result
+
+    def _thread_connection(self) -> Connection:
+        """The store thread's connection (SQLite): opened once and kept, outside any
+        transaction between operations, instead of a pool checkout and return per one."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            assert self._sync is not None
+            conn = self._conn = self._sync.connect()
+        return conn
+
+    def _drop_thread_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()  # rolls back what is open
 
     async def insert(self, collection: str, org_id: str, doc: Document) -> Document:
         """Insert one document (must carry `_id`); returns it with `org_id` set."""
@@ -666,6 +689,9 @@ class SqlDocumentStore:
     async def close(self) -> None:
         """Release the SQLite thread and engine (the Database is closed by its owner)."""
         if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._drop_thread_connection
+            )
             self._thread.shutdown(wait=True)
             self._thread = None
         if self._writer is not None:
