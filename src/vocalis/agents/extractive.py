@@ -48,6 +48,7 @@ DONT_KNOW_REPLY = "I don't know the answer to that: I couldn't find it in the in
 DONT_KNOW_HANDOFF_HINT = " If you like, I can connect you with a person."
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_STREAMED_WORD = re.compile(r"\S+\s*")  # a word and the space after it: one delta each
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n{2,}|\n(?=\s*[-*•]|\s*\d+[.)])")
 _HUMAN = re.compile(
     r"\b(?:(?:talk|speak|chat)\s+(?:to|with)\s+(?:a|an|the|some|your)?\s*"
@@ -269,8 +270,8 @@ class ExtractiveResponder:
             )
         reply = self.decide(messages, tools, tool_choice)
         text, cut = limit_text(reply.text, stop, max_tokens)
-        for word in re.finditer(r"\S+\s*", text):
-            yield ChatDelta(text=word.group(0))
+        for word in _STREAMED_WORD.findall(text):
+            yield ChatDelta(text=word)
         call = reply.tool_call if not cut else None
         if call is not None:
             yield ChatDelta(tool_call=ToolCallDelta(0, call.id, call.name, call.arguments))
