@@ -3,19 +3,30 @@ the database, Redis and outgoing HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from vocalis.settings import Settings
 
@@ -94,7 +105,11 @@ def configure_tracing(settings: Settings) -> None:
     global _configured
     if _configured:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    sampler = RecordWhenReceived()
+    provider = _Provider(
+        resource=Resource.create({"service.name": settings.service_name}), sampler=sampler
+    )
+    sampler.provider = provider
     exporter: SpanExporter | None = None
     if settings.otel_exporter == "console":
         exporter = ConsoleSpanExporter()
@@ -108,6 +123,62 @@ def configure_tracing(settings: Settings) -> None:
     trace.set_tracer_provider(provider)
     instrument_clients()
     _configured = True
+
+
+class _Provider(TracerProvider):
+    """The SDK's provider, knowing whether any span processor (an exporter, a test's
+    in-memory collector) has been added: until one is, no span has anywhere to go."""
+
+    has_processors = False
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self.has_processors = True
+
+
+class RecordWhenReceived(Sampler):
+    """Record spans when something receives them (issue 11).
+
+    With a span processor registered (`otel_exporter` console or otlp, or one added at run
+    time) this is the SDK's default, `ParentBased(ALWAYS_ON)`: every span recorded. With
+    none (`otel_exporter=none`, the default) a span would be built, timed and given its
+    attributes only to be dropped, a fifth of a small request's CPU: then spans are not
+    recorded — each still gets its trace and span ids, so log lines carry `trace_id` and
+    `span_id` and outgoing requests carry `traceparent` — unless the trace was sampled
+    upstream (a `traceparent` with the sampled flag), whose spans are recorded so that the
+    flag travels on unchanged."""
+
+    def __init__(self) -> None:
+        self.provider: _Provider | None = None
+        self._default = ParentBased(ALWAYS_ON)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if self.provider is not None and self.provider.has_processors:
+            return self._default.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if parent.is_valid and parent.trace_flags.sampled:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent.trace_state)
+        return SamplingResult(Decision.DROP, None, parent.trace_state if parent.is_valid else None)
+
+    def get_description(self) -> str:
+        return "RecordWhenReceived{ParentBased{ALWAYS_ON}}"
+
+
+def spans_recorded() -> bool:
+    """Whether new root spans are recorded (False: `otel_exporter=none` and no processor)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, _Provider) or provider.has_processors
 
 
 # --- client spans ------------------------------------------------------------------------------
@@ -128,6 +199,10 @@ class _ClientTracer(trace.Tracer):
         parent = trace.get_current_span(context)
         if not parent.get_span_context().is_valid:
             return not self._child_only
+        if not parent.is_recording():
+            # Inside a trace that is not recorded (`RecordWhenReceived`): a client span
+            # would not be either; the parent's ids are what propagation needs.
+            return False
         inherited = getattr(parent, "attributes", None) or {}
         identity = {k: inherited[k] for k in REQUIRED_ATTRIBUTES if k in inherited}
         if identity:
