@@ -6,13 +6,17 @@ The same models and migrations run on PostgreSQL (production) and SQLite (embedd
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from queue import SimpleQueue
 from typing import Any, TypeVar
 
+from opentelemetry import trace
 from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, String, event, make_url
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.ext.asyncio import (
@@ -117,6 +121,140 @@ def sync_sqlite_engine(url: str) -> Engine:
     return engine
 
 
+class DatabaseClosed(RuntimeError):
+    """A read after `Database.dispose` began."""
+
+
+# A read handed to the reader thread: the caller's loop and future, its context, the work
+# (None: stop, resolving the future once the connection is closed).
+_Job = tuple[
+    asyncio.AbstractEventLoop | None,
+    "asyncio.Future[Any] | None",
+    contextvars.Context | None,
+    Callable[[Connection], Any] | None,
+]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def _reply(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, error: Any
+) -> None:
+    with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+class _Reader:
+    """`Database.read` on an SQLite file: a thread of its own, fed by a queue, answering on
+    the caller's loop (`call_soon_threadsafe`; no executor, no future chaining), on a
+    connection it keeps open (no pool checkout and reset-on-return per read). After each
+    read the connection's transaction is rolled back, so no snapshot outlives its read; an
+    error drops the connection. Reads run one at a time, in the order they came.
+
+    Two connections, two engines on the file: a read inside a recorded trace runs on the
+    instrumented one (its statements are client spans of the caller's span, whose context
+    goes with it); any other read on one without listeners, where the instrumentation would
+    cost about as much as the statement and make no span anyway (`tracing._ClientTracer`:
+    a client span needs a recording parent)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = sync_sqlite_engine(url)
+        instrument_engine(self.engine)
+        self._plain = sync_sqlite_engine(url)
+        self._conns: list[Connection | None] = [None, None]  # [plain, traced]; the thread's
+        self._jobs: SimpleQueue[_Job] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None  # started by the first read
+        self._closed = False
+
+    def submit(self, work: Callable[[Connection], T]) -> asyncio.Future[T]:
+        """Queue `work`, run in a copy of the caller's context; its future on this loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        job: _Job = (loop, future, contextvars.copy_context(), work)
+        with self._lock:
+            if self._closed:
+                raise DatabaseClosed("the database is closed (Database.dispose)")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="vocalis-db-read", daemon=True
+                )
+                self._thread.start()
+            self._jobs.put(job)
+        return future
+
+    def stop(self, last: _Job = (None, None, None, None)) -> threading.Thread | None:
+        """Refuse new reads; the thread serves those queued, closes its connection, settles
+        `last`'s future and ends. Returns the thread (None: it never started, or stopped)."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._closed = True
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._jobs.put(last)
+        return thread
+
+    async def close(self) -> None:
+        """`stop`, then wait without blocking the loop until the thread has ended."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        thread = self.stop((asyncio.get_running_loop(), done, None, None))
+        if thread is not None:
+            await done
+            thread.join()  # returns at once: the thread settled `done` as it ended
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            loop, future, context, work = jobs.get()
+            if work is None:
+                self._drop(False)
+                self._drop(True)
+                if loop is not None and future is not None:
+                    _reply(loop, future, None, None)
+                return
+            assert loop is not None and future is not None and context is not None
+            if future.done():  # cancelled while queued
+                continue
+            try:
+                result = context.run(self._read, work)
+            except BaseException as error:
+                _reply(loop, future, None, error)
+            else:
+                _reply(loop, future, result, None)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        traced = trace.get_current_span().is_recording()
+        conn = self._conns[traced]
+        if conn is None or conn.invalidated:
+            conn = self._conns[traced] = (self.engine if traced else self._plain).connect()
+        try:
+            result = work(conn)
+            conn.rollback()  # the read's snapshot ends with it (WAL: the next sees newer)
+        except BaseException:
+            self._drop(traced)  # rolled back, and never reused
+            raise
+        return result
+
+    def _drop(self, traced: bool) -> None:
+        conn, self._conns[traced] = self._conns[traced], None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a broken one is dropped all the same
+                conn.close()
+
+    def dispose(self) -> None:
+        """Close the engines' pools (after `close`)."""
+        self.engine.dispose()
+        self._plain.dispose()
+
+
 class Database:
     """An engine plus its session factory, and a one-hop path for small reads."""
 
@@ -128,30 +266,22 @@ class Database:
         # On an SQLite file, `read` runs on a synchronous engine in a thread of its own:
         # one thread switch per read, where aiosqlite switches for every cursor call
         # (cursor, execute, fetch, close, the pool's reset: five or six per ORM read).
-        self._reader: Engine | None = None
-        self._reader_thread: ThreadPoolExecutor | None = None
+        self._reader: _Reader | None = None
         if url.startswith("sqlite") and sqlite_file(url):
-            self._reader = sync_sqlite_engine(url)
-            instrument_engine(self._reader)
-            self._reader_thread = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="vocalis-db-read"
-            )
+            self._reader = _Reader(url)
+            # A Database dropped without `dispose` (a test's) still ends its thread.
+            weakref.finalize(self, self._reader.stop)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` (statements that only read) on a connection in one hop, outside any
-        ORM session: for single-row reads on the hot path. It sees every committed write
-        (WAL readers never wait for writers); nothing it does is committed. Statements
-        still get their client spans (the caller's context goes with it to the thread)."""
+        """Run `work` (statements that only read, results consumed) on a connection in one
+        hop, outside any ORM session: for single-row reads on the hot path. It sees every
+        committed write (WAL readers never wait for writers; no transaction stays open
+        between reads); nothing it does is committed. Statements still get their client
+        spans (the caller's context goes with it to the thread). On an SQLite file the
+        reads queue on one thread with one kept connection; after `dispose` they raise
+        `DatabaseClosed`."""
         if self._reader is not None:
-            engine = self._reader
-
-            def job() -> T:
-                with engine.connect() as conn:
-                    return work(conn)
-
-            context = contextvars.copy_context()
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._reader_thread, context.run, job)
+            return await self._reader.submit(work)
         async with self.engine.connect() as aconn:
             return await aconn.run_sync(work)
 
@@ -174,11 +304,9 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        """Close every pooled connection (and the reader's thread)."""
-        if self._reader_thread is not None:
-            self._reader_thread.shutdown(wait=True)
-            self._reader_thread = None
+        """Close every pooled connection; on SQLite the reader's thread serves the reads
+        already queued, closes its connection and ends (later reads: `DatabaseClosed`)."""
         if self._reader is not None:
+            await self._reader.close()
             self._reader.dispose()
-            self._reader = None
         await self.engine.dispose()
