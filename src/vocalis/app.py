@@ -24,6 +24,7 @@ from vocalis.core.openapi import install_openapi
 from vocalis.core.problems import PROBLEM_RESPONSES, install_problem_handlers
 from vocalis.core.production import refuse_embedded_fallbacks
 from vocalis.core.ratelimit import RateLimiter, apply_rate_limit_classes, class_limits
+from vocalis.core.routes import include_flat
 from vocalis.core.security import CachedKeyStore
 from vocalis.core.tracing import configure_tracing
 from vocalis.flags.registry import RATE_LIMITING
@@ -151,8 +152,9 @@ def create_app(
     )
     app.state.settings = settings
     install_problem_handlers(app)
+    # Each router's routes become the app's own: one flat list to match (core/routes.py).
     for module in routers:
-        app.include_router(importlib.import_module(module).router)
+        include_flat(app, importlib.import_module(module).router)
     apply_rate_limit_classes(app.routes)  # every operation's class, into OpenAPI too
     install_openapi(app)
     # One server span per request (`<method> <route>`); /healthz and /metrics excluded.
