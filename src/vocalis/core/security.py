@@ -18,7 +18,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, get_type_hints
 
 import structlog
 from fastapi import Request, Security
@@ -33,8 +33,6 @@ from vocalis.core.ratelimit import GuardTripped, RateLimiter, route_class
 from vocalis.core.redis_keys import API_KEY_LAST_USED
 from vocalis.core.scopes import SCOPES, Role
 from vocalis.core.tracing import tag_request_span
-
-_bearer = HTTPBearer(auto_error=False, description="An API key `vk_…`.")
 
 
 @dataclass(frozen=True)
@@ -194,10 +192,10 @@ async def _mark_used(request: Request, key_id: str) -> None:
     await _api_keys(request).touch(key_id)
 
 
-async def authenticate(
+async def _authenticate(
     security_scopes: SecurityScopes,
     request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Security(_bearer),
+    credentials: HTTPAuthorizationCredentials | None,
 ) -> Principal:
     """Resolve the bearer key, check its scopes, apply the rate limit."""
     if credentials is None or not credentials.credentials:
@@ -240,6 +238,29 @@ async def authenticate(
     await _rate_limit(request, principal, deferred, address)
     await _mark_used(request, key.key_id)
     return principal
+
+
+class ApiKeyAuthentication(HTTPBearer):
+    """The API key scheme (`Authorization: Bearer vk_…`) and the authentication it opens,
+    as one dependency: FastAPI resolves one per request where it resolved two (the
+    scheme's reading of the header, then the authentication depending on it), and the
+    OpenAPI document shows the same `HTTPBearer` scheme with each operation's scopes."""
+
+    async def __call__(  # type: ignore[override]
+        self, request: Request, security_scopes: SecurityScopes
+    ) -> Principal:
+        """The caller, authenticated, holding `security_scopes`, within its rate limit."""
+        credentials = await HTTPBearer.__call__(self, request)
+        return await _authenticate(security_scopes, request, credentials)
+
+
+# FastAPI reads a dependency object's parameter types from its signature without this
+# module's globals: it gets them evaluated (this module's annotations are strings).
+ApiKeyAuthentication.__call__.__annotations__ = get_type_hints(ApiKeyAuthentication.__call__)
+
+authenticate = ApiKeyAuthentication(
+    scheme_name="HTTPBearer", auto_error=False, description="An API key `vk_…`."
+)
 
 
 def Scoped(*scopes: str) -> Any:
