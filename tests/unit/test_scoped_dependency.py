@@ -11,6 +11,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from vocalis.app import create_app
+from vocalis.core.deps import get_session
 from vocalis.core.security import authenticate
 
 
@@ -53,3 +54,17 @@ async def test_a_request_without_a_bearer_key_is_told_to_send_one(
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == "auth_missing"
+
+
+def test_a_session_route_resolves_one_dependency_for_its_session() -> None:
+    """`SessionDep` reads the backends from the request: no `backends_dependency` below."""
+    app = create_app()
+    route = next(
+        r
+        for r in app.routes
+        if isinstance(r, APIRoute) and r.path == "/v1/agents" and "GET" in r.methods
+    )
+    (session,) = [d for d in route.dependant.dependencies if d.call is get_session]
+    assert session.dependencies == []
+    assert session.request_param_name == "request"
+    assert session.scope == "function"

@@ -23,11 +23,11 @@ async def backends_dependency(request: Request) -> Backends:
     return get_backends(request)
 
 
-async def get_session(
-    backends: Annotated[Backends, Depends(backends_dependency)],
-) -> AsyncIterator[AsyncSession]:
-    """A database session committed when the request handler returns."""
-    async with backends.database.session() as session:
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A database session committed when the request handler returns. It reads the
+    backends from the request itself: one dependency for FastAPI to resolve per request,
+    not two (itself, then `backends_dependency`)."""
+    async with get_backends(request).database.session() as session:
         yield session
 
 
