@@ -1,8 +1,11 @@
-"""`Database.read` on an SQLite file: one reader thread with a kept connection. A read sees
-a write committed by another connection just before it and holds no snapshot afterwards; a
-failing read raises and the next works; concurrent reads all complete, in order, on the one
-thread; the caller's context (trace context included) goes with the work; `dispose` serves
-the reads already queued, then ends the thread, and a later read fails at once."""
+"""`Database.read` on an SQLite file: on the event loop with a kept connection that never
+waits for a lock, else (SQLite busy) on one reader thread with a kept connection. A read
+sees a write committed by another connection just before it and holds no snapshot
+afterwards; a failing read raises and the next works; a read that finds the file locked
+goes to the thread without blocking the loop and completes once the lock is gone;
+concurrent reads on the thread all complete, in order; the caller's context (trace context
+included) goes with the work; `dispose` serves the reads already queued, then ends the
+thread, and a later read fails at once."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from vocalis.core.db import Database, DatabaseClosed
+from vocalis.core.db import Database, DatabaseClosed, _Reader
 from vocalis.core.tracing import tracer
 
 _VALUE = text("SELECT v FROM t WHERE id = 1")
@@ -91,6 +94,40 @@ async def test_a_failing_read_raises_and_the_next_works(db: Database) -> None:
     assert await db.read(_value) == 0
 
 
+def _thread(db: Database) -> _Reader:
+    assert db._reader is not None
+    return db._reader
+
+
+async def test_a_read_runs_on_the_loop_unless_the_file_is_locked(db: Database, path: Path) -> None:
+    def where(conn: Connection) -> tuple[int, str]:
+        return _value(conn), threading.current_thread().name
+
+    assert await db.read(where) == (0, threading.current_thread().name)
+    # A connection in exclusive locking mode that has written keeps every other connection
+    # out, even in WAL mode (it can take that mode only while no other is open): the
+    # loop's connection fails at once (busy timeout 0), the read goes to the thread, which
+    # waits for the lock without blocking the loop.
+    assert db._inline is not None
+    db._inline.dispose()  # its connection closed, not only back in the pool
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("UPDATE t SET v = 5 WHERE id = 1")
+    try:
+        read = asyncio.ensure_future(db.read(where))
+        ticks = 0
+        while ticks < 20:  # the loop keeps running while the read waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not read.done()
+    finally:
+        other.execute("PRAGMA locking_mode=NORMAL")
+        other.execute("SELECT v FROM t").fetchall()  # the mode change takes effect here
+        other.close()
+    assert await asyncio.wait_for(read, 10) == (5, "vocalis-db-read")
+    assert await db.read(where) == (5, threading.current_thread().name)  # back on the loop
+
+
 async def test_concurrent_reads_all_complete_in_order_on_one_thread(db: Database) -> None:
     order: list[int] = []
 
@@ -101,7 +138,7 @@ async def test_concurrent_reads_all_complete_in_order_on_one_thread(db: Database
 
         return run
 
-    results = await asyncio.gather(*(db.read(work(i)) for i in range(200)))
+    results = await asyncio.gather(*(_thread(db).submit(work(i)) for i in range(200)))
     assert [(i, v) for i, v, _ in results] == [(i, 0) for i in range(200)]
     assert order == list(range(200))
     assert {name for _, _, name in results} == {"vocalis-db-read"}
@@ -110,9 +147,9 @@ async def test_concurrent_reads_all_complete_in_order_on_one_thread(db: Database
 
 async def test_a_cancelled_read_does_not_stop_the_others(db: Database) -> None:
     gate = threading.Event()
-    blocked = asyncio.ensure_future(db.read(lambda conn: gate.wait(5)))
-    cancelled = asyncio.ensure_future(db.read(_value))
-    after = asyncio.ensure_future(db.read(_value))
+    blocked = asyncio.ensure_future(_thread(db).submit(lambda conn: gate.wait(5)))
+    cancelled = asyncio.ensure_future(_thread(db).submit(_value))
+    after = asyncio.ensure_future(_thread(db).submit(_value))
     await asyncio.sleep(0.01)
     cancelled.cancel()
     gate.set()
@@ -125,6 +162,7 @@ async def test_the_callers_context_goes_with_the_work(db: Database) -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
     var.set("caller")
     assert await db.read(lambda conn: var.get()) == "caller"
+    assert await _thread(db).submit(lambda conn: var.get()) == "caller"
 
 
 async def test_statements_are_client_spans_of_a_recorded_caller(
@@ -143,9 +181,9 @@ async def test_statements_are_client_spans_of_a_recorded_caller(
 
 async def test_dispose_serves_the_queued_reads_then_ends_the_thread(path: Path) -> None:
     db = Database(f"sqlite+aiosqlite:///{path}")
-    thread = await db.read(lambda conn: threading.current_thread())
+    thread = await _thread(db).submit(lambda conn: threading.current_thread())
     assert thread.is_alive()
-    queued = [asyncio.ensure_future(db.read(_value)) for _ in range(20)]
+    queued = [asyncio.ensure_future(_thread(db).submit(_value)) for _ in range(20)]
     await asyncio.sleep(0)  # the reads are queued
     await db.dispose()
     assert [await read for read in queued] == [0] * 20

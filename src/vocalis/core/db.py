@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, String, event, make_url
 from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -190,6 +191,11 @@ class _Reader:
             self._jobs.put(job)
         return future
 
+    @property
+    def closed(self) -> bool:
+        """Whether `stop` has been called (reads are refused)."""
+        return self._closed
+
     def stop(self, last: _Job = (None, None, None, None)) -> threading.Thread | None:
         """Refuse new reads; the thread serves those queued, closes its connection, settles
         `last`'s future and ends. Returns the thread (None: it never started, or stopped)."""
@@ -255,6 +261,73 @@ class _Reader:
         self._plain.dispose()
 
 
+class _InlineReader:
+    """`Database.read` on an SQLite file, on the event loop itself, where it cannot wait.
+
+    A single-row read that SQLite answers from its page cache takes ~15-30 µs of CPU —
+    less than handing it to the reader thread and back (~25 µs of CPU in queue, wake-up
+    and reply, plus two GIL hand-overs; issue 11). This connection's busy timeout is 0, so
+    a read that would have to wait for a lock (in WAL mode only in rare cases: another
+    connection recovering the WAL or restarting it) fails at once with `SQLITE_BUSY` and
+    goes to the reader thread, which waits as long as the engine's busy timeout allows;
+    nothing here ever sleeps on the loop. Like the thread's, the connection is kept open,
+    its transaction rolled back after each read (no snapshot outlives its read), and
+    dropped after any error. It is opened by the first read (the file open and pragmas,
+    once per process, with no busy wait either: a busy file sends that read to the thread
+    too). Its statements are client spans under a recording caller, as on the thread."""
+
+    def __init__(self, url: str) -> None:
+        sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+        self.engine = sa_create_engine(sync_url, connect_args={"timeout": 0})
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "connect", _no_busy_wait)  # after the pragmas' 30 s
+        instrument_engine(self.engine)
+        self._conn: Connection | None = None
+
+    def read(self, work: Callable[[Connection], T]) -> tuple[bool, T | None]:
+        """(True, result), or (False, None) when SQLite was busy: nothing was read."""
+        try:
+            conn = self._conn
+            if conn is None or conn.invalidated:
+                conn = self._conn = self.engine.connect()
+            result = work(conn)
+            conn.rollback()
+        except OperationalError as error:
+            self.close()
+            if _busy(error):
+                return False, None  # to the reader thread, which may wait
+            raise
+        except BaseException:
+            self.close()  # rolled back, and never reused
+            raise
+        return True, result
+
+    def close(self) -> None:
+        """Close the connection (the next read opens another)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def dispose(self) -> None:
+        """Close the connection and the engine's pool."""
+        self.close()
+        self.engine.dispose()
+
+
+def _no_busy_wait(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+
+
+def _busy(error: OperationalError) -> bool:
+    """Whether SQLite refused for a lock (SQLITE_BUSY or SQLITE_LOCKED), not for the SQL."""
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (any extended code)
+    text = str(error.orig).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
 class Database:
     """An engine plus its session factory, and a one-hop path for small reads."""
 
@@ -267,8 +340,10 @@ class Database:
         # one thread switch per read, where aiosqlite switches for every cursor call
         # (cursor, execute, fetch, close, the pool's reset: five or six per ORM read).
         self._reader: _Reader | None = None
+        self._inline: _InlineReader | None = None
         if url.startswith("sqlite") and sqlite_file(url):
             self._reader = _Reader(url)
+            self._inline = _InlineReader(url)
             # A Database dropped without `dispose` (a test's) still ends its thread.
             weakref.finalize(self, self._reader.stop)
 
@@ -277,10 +352,15 @@ class Database:
         hop, outside any ORM session: for single-row reads on the hot path. It sees every
         committed write (WAL readers never wait for writers; no transaction stays open
         between reads); nothing it does is committed. Statements still get their client
-        spans (the caller's context goes with it to the thread). On an SQLite file the
-        reads queue on one thread with one kept connection; after `dispose` they raise
-        `DatabaseClosed`."""
+        spans (the caller's context goes with it to the thread). On an SQLite file a read
+        runs on the loop on a kept connection that never waits for a lock
+        (`_InlineReader`); one that finds the file busy queues on one thread with one kept
+        connection, which waits; after `dispose` reads raise `DatabaseClosed`."""
         if self._reader is not None:
+            if self._inline is not None and not self._reader.closed:
+                answered, result = self._inline.read(work)
+                if answered:
+                    return cast(T, result)
             return await self._reader.submit(work)
         async with self.engine.connect() as aconn:
             return await aconn.run_sync(work)
@@ -307,6 +387,8 @@ class Database:
         """Close every pooled connection; on SQLite the reader's thread serves the reads
         already queued, closes its connection and ends (later reads: `DatabaseClosed`)."""
         if self._reader is not None:
+            if self._inline is not None:
+                self._inline.dispose()
             await self._reader.close()
             self._reader.dispose()
         await self.engine.dispose()
