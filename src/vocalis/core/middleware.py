@@ -7,9 +7,9 @@ through untouched and cheaply.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -125,7 +125,7 @@ class RequestContextMiddleware:
         if incoming and _REQUEST_ID.match(incoming):
             request_id, logged = incoming, incoming  # the client's: redacted like any value
         else:
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, ~4x cheaper
             logged = OwnText(request_id)  # made up here: nothing to redact in it
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
