@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from tests.api.conftest import Api, make_settings, start_api
+from tests.fixtures.spans import collect_spans
 from vocalis.core.ssrf import guarded_client, guarded_client2
 from vocalis.core.tracing import instrument_clients, tracer
 
@@ -28,16 +27,9 @@ _exporter = InMemorySpanExporter()
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    instrument_clients()
-    yield _exporter
-    # The provider keeps its processors: stop collecting the rest of the session's spans.
-    _exporter.clear()
-    _exporter.shutdown()
+    with collect_spans(_exporter):
+        instrument_clients()
+        yield _exporter
 
 
 @pytest.fixture

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from tests.agents_api.harness import LiveServer, live_server
 from tests.api.conftest import Api
+from tests.fixtures.spans import collect_spans
 from tests.realtime.client import answer, connect, create_agent, recv, say, update
 from tests.webhooks.harness import fast_settings, start_app
 from tests.webhooks.receiver import running_receiver
@@ -48,15 +48,9 @@ _RUNTIME_FAMILIES = ("process_", "python_")
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    instrument_clients()
-    yield _exporter
-    _exporter.clear()
-    _exporter.shutdown()
+    with collect_spans(_exporter):
+        instrument_clients()
+        yield _exporter
 
 
 def _pattern(name: str) -> re.Pattern[str]:

@@ -17,14 +17,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
+from tests.fixtures.spans import collect_spans
 from vocalis.core.db import Database, DatabaseClosed, _Reader
 from vocalis.core.tracing import tracer
 
@@ -53,29 +51,10 @@ async def db(path: Path) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-class _UntilDone(SimpleSpanProcessor):
-    """Exports until `done`; then drops spans quietly (a shut-down exporter would log a
-    warning for every span the rest of the session makes)."""
-
-    done = False
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if not self.done:
-            super().on_end(span)
-
-
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    processor = _UntilDone(_exporter)
-    provider.add_span_processor(processor)
-    yield _exporter
-    # The provider keeps its processors: stop collecting the rest of the session's spans.
-    processor.done = True
-    _exporter.clear()
+    with collect_spans(_exporter):
+        yield _exporter
 
 
 async def test_a_read_sees_the_write_committed_just_before_it(db: Database, path: Path) -> None:

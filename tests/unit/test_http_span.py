@@ -20,11 +20,11 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tests.fixtures.spans import collect_spans
 from vocalis.core.http_span import (
     NATIVE_TELEMETRY_OFF,
     ServerSpanMiddleware,
@@ -40,14 +40,8 @@ TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    yield _exporter
-    _exporter.clear()
-    _exporter.shutdown()
+    with collect_spans(_exporter):
+        yield _exporter
 
 
 class _EarlyAnswer:

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from queue import SimpleQueue
 from typing import Any, TypeVar, cast
 
-from opentelemetry import trace
 from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, String, event, make_url
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.exc import OperationalError
@@ -157,19 +156,14 @@ class _Reader:
     the caller's loop (`call_soon_threadsafe`; no executor, no future chaining), on a
     connection it keeps open (no pool checkout and reset-on-return per read). After each
     read the connection's transaction is rolled back, so no snapshot outlives its read; an
-    error drops the connection. Reads run one at a time, in the order they came.
-
-    Two connections, two engines on the file: a read inside a recorded trace runs on the
-    instrumented one (its statements are client spans of the caller's span, whose context
-    goes with it); any other read on one without listeners, where the instrumentation would
-    cost about as much as the statement and make no span anyway (`tracing._ClientTracer`:
-    a client span needs a recording parent)."""
+    error drops the connection. Reads run one at a time, in the order they came. Statements
+    are client spans of the caller's span when it records (its context goes with the work);
+    otherwise the instrumentation returns at once (`tracing.instrument_engine`)."""
 
     def __init__(self, url: str) -> None:
         self.engine = sync_sqlite_engine(url)
         instrument_engine(self.engine)
-        self._plain = sync_sqlite_engine(url)
-        self._conns: list[Connection | None] = [None, None]  # [plain, traced]; the thread's
+        self._conn: Connection | None = None  # the thread's
         self._jobs: SimpleQueue[_Job] = SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None  # started by the first read
@@ -221,8 +215,7 @@ class _Reader:
         while True:
             loop, future, context, work = jobs.get()
             if work is None:
-                self._drop(False)
-                self._drop(True)
+                self._drop()
                 if loop is not None and future is not None:
                     _reply(loop, future, None, None)
                 return
@@ -237,28 +230,26 @@ class _Reader:
                 _reply(loop, future, result, None)
 
     def _read(self, work: Callable[[Connection], T]) -> T:
-        traced = trace.get_current_span().is_recording()
-        conn = self._conns[traced]
+        conn = self._conn
         if conn is None or conn.invalidated:
-            conn = self._conns[traced] = (self.engine if traced else self._plain).connect()
+            conn = self._conn = self.engine.connect()
         try:
             result = work(conn)
             conn.rollback()  # the read's snapshot ends with it (WAL: the next sees newer)
         except BaseException:
-            self._drop(traced)  # rolled back, and never reused
+            self._drop()  # rolled back, and never reused
             raise
         return result
 
-    def _drop(self, traced: bool) -> None:
-        conn, self._conns[traced] = self._conns[traced], None
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):  # a broken one is dropped all the same
                 conn.close()
 
     def dispose(self) -> None:
-        """Close the engines' pools (after `close`)."""
+        """Close the engine's pool (after `close`)."""
         self.engine.dispose()
-        self._plain.dispose()
 
 
 class _InlineReader:
