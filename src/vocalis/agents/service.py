@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from sqlalchemy import and_, bindparam, column, select, table, update
@@ -16,7 +16,7 @@ from vocalis.agents.model_providers import check_agent_providers
 from vocalis.agents.models import Agent, AgentVersion
 from vocalis.agents.runtimes.base import AGENT_HANDOFF_NOT_FOUND, require_runtime
 from vocalis.agents.schemas import AgentConfig, AgentOut, AgentUpdate, AgentVersionOut
-from vocalis.core.db import Database, utcnow
+from vocalis.core.db import Database, RowQuery, utcnow
 from vocalis.core.errors import (
     NotFound,
     RequestError,
@@ -183,11 +183,18 @@ async def get_agent(*, session: AsyncSession, org_id: str, agent_id: str) -> Age
     return AgentView(row[0], row[1])
 
 
-# Built once (every one-off chat completion runs it).
-_CURRENT_VERSION = select(Agent.version).where(
-    Agent.id == bindparam("agent_id"),
-    Agent.org_id == bindparam("org_id"),
-    Agent.deleted_at.is_(None),
+class _Version(NamedTuple):
+    version: int
+
+
+# Built once (every one-off chat completion runs it; compiled once per dialect).
+_CURRENT_VERSION = RowQuery(
+    select(Agent.version).where(
+        Agent.id == bindparam("agent_id"),
+        Agent.org_id == bindparam("org_id"),
+        Agent.deleted_at.is_(None),
+    ),
+    _Version,
 )
 
 
@@ -195,13 +202,10 @@ async def current_version(*, database: Database, org_id: str, agent_id: str) -> 
     """The version number of one live agent of the organisation (one indexed read in one
     hop, no ORM session: `Database.read`); NotFound otherwise. Its configuration is
     immutable: callers cache it by version (`conversations.service.agent_config`)."""
-    params = {"agent_id": agent_id, "org_id": org_id}
-    version = await database.read(
-        lambda conn: conn.execute(_CURRENT_VERSION, params).scalar_one_or_none()
-    )
-    if version is None:
+    row = await database.first(_CURRENT_VERSION, {"agent_id": agent_id, "org_id": org_id})
+    if row is None:
         raise _not_found(agent_id)
-    return int(version)
+    return int(row.version)
 
 
 async def list_agents(

@@ -7,11 +7,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vocalis.core.db import Database, utcnow
+from vocalis.core.db import Database, RowQuery, utcnow
 from vocalis.core.errors import NotFound, ValidationFailed
 from vocalis.core.scopes import Role, scopes_for
 from vocalis.orgs.models import ApiKey, Membership, Organization, User
@@ -65,23 +66,28 @@ async def get_org(*, session: AsyncSession, org_id: str) -> Organization:
     return org
 
 
-# Built once: each call binds `org_id` and hits SQLAlchemy's compiled cache directly.
-_ORG_READ = select(
-    Organization.id, Organization.name, Organization.retention_days, Organization.created_at
-).where(Organization.id == bindparam("org_id"))
+class OrgRow(NamedTuple):
+    """The organisation's public fields, as `GET /v1/org` serves them."""
+
+    id: str
+    name: str
+    retention_days: int | None
+    created_at: datetime
 
 
-OrgRow = Row[str, str, int | None, datetime]  # id, name, retention_days, created_at
+# Built once: each call binds `org_id` (compiled once per dialect: `RowQuery`).
+_ORG_READ = RowQuery(
+    select(
+        Organization.id, Organization.name, Organization.retention_days, Organization.created_at
+    ).where(Organization.id == bindparam("org_id")),
+    OrgRow,
+)
 
 
 async def read_org(database: Database, org_id: str) -> OrgRow:
     """The organisation's public fields, or NotFound: one read in one hop, no ORM session
     (`GET /v1/org` serves it on every call)."""
-
-    def work(conn: Connection) -> OrgRow | None:
-        return conn.execute(_ORG_READ, {"org_id": org_id}).first()
-
-    row = await database.read(work)
+    row = await database.first(_ORG_READ, {"org_id": org_id})
     if row is None:
         raise NotFound("Organisation not found.")
     return row
