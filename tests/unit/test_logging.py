@@ -436,3 +436,48 @@ def test_a_named_logger_is_looked_up_once_and_is_the_stdlib_logger() -> None:
     first = factory("vocalis.test.cached")
     assert first is logging.getLogger("vocalis.test.cached")
     assert factory("vocalis.test.cached") is first
+
+
+# --- the formatter's structlog path -------------------------------------------------------
+
+
+class _Keep(logging.Handler):
+    """A second handler on the root logger: sees each record after ours."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_a_structlog_line_is_what_structlogs_formatter_writes_and_the_record_stays(
+    configure: Configure, log_format: str
+) -> None:
+    stream = configure(log_format=log_format)
+    keep = _Keep()
+    root = logging.getLogger()
+    root.addHandler(keep)
+    try:
+        bind_context(request_id=OwnText("r1"), org_id="org_1")
+        get_logger("vocalis.test").info(
+            "http_request", route="/v1/org", status=200, note="mail ada@example.com"
+        )
+    finally:
+        root.removeHandler(keep)
+    (record,) = keep.records
+    assert isinstance(record.msg, dict)  # the other handler got the event, not our text
+    assert record.msg["event"] == "http_request"
+    ours = next(h for h in root.handlers if getattr(h, "_vocalis_handler", False))
+    formatter = ours.formatter
+    assert formatter is not None
+    # structlog's own ProcessorFormatter.format (the base class's way), on the same record:
+    base = super(type(formatter), formatter).format(record)  # type: ignore[misc]
+    assert stream.getvalue() == base + "\n"
+    assert "ada@example.com" not in base
+    if log_format == "json":
+        line = json.loads(base)
+        assert line["request_id"] == "r1" and line["org_id"] == "org_1"
+        assert list(line)[:4] == ["timestamp", "level", "logger", "event"]

@@ -59,6 +59,8 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vocalis.core.tracing import spans_recorded
+
 # Requests not traced (a regular expression searched in `scheme://host/path`, as the
 # instrumentation's `excluded_urls`): probes and scrapes, counted by the metrics instead.
 EXCLUDED_URLS = "healthz,metrics"
@@ -126,10 +128,10 @@ def _host_port(server: Any) -> tuple[str, Any]:
     return server[0] + (":" + str(port) if str(port) != "80" else ""), port
 
 
-def request_attributes(scope: Scope) -> tuple[str, dict[str, Any], bool]:
-    """The span's start attributes (`collect_request_attributes` of the ASGI
-    instrumentation, default conventions), the URL the exclusion list is searched in, and
-    whether the request carries any header a propagator reads."""
+def _scan(scope: Scope) -> tuple[str, list[str], str | None, bool]:
+    """One pass over the request's headers: the URL the exclusion list is searched in, the
+    `Host` values, the first `User-Agent`, and whether any header a propagator reads is
+    there."""
     hosts: list[str] = []
     agent: str | None = None
     propagated = False
@@ -142,9 +144,22 @@ def request_attributes(scope: Scope) -> tuple[str, dict[str, Any], bool]:
                 agent = _decode(value)
         elif name in _PROPAGATED:
             propagated = True
+    host = hosts[0] if hosts else _host_port(scope.get("server"))[0]
+    url = scope.get("scheme", "http") + "://" + host + scope.get("path", "")
+    return url, hosts, agent, propagated
+
+
+def request_attributes(scope: Scope) -> tuple[str, dict[str, Any], bool]:
+    """The span's start attributes (`collect_request_attributes` of the ASGI
+    instrumentation, default conventions), the URL the exclusion list is searched in, and
+    whether the request carries any header a propagator reads."""
+    url, hosts, agent, propagated = _scan(scope)
+    return url, _attributes(scope, url, hosts, agent), propagated
+
+
+def _attributes(scope: Scope, url: str, hosts: list[str], agent: str | None) -> dict[str, Any]:
     server_host, port = _host_port(scope.get("server"))
     path = scope.get("path", "")
-    url = scope.get("scheme", "http") + "://" + (hosts[0] if hosts else server_host) + path
     attributes: dict[str, Any] = {}
     scheme = scope.get("scheme")
     if scheme:
@@ -189,7 +204,7 @@ def request_attributes(scope: Scope) -> tuple[str, dict[str, Any], bool]:
         if client[1]:
             with contextlib.suppress(ValueError, TypeError):
                 attributes["net.peer.port"] = int(client[1])
-    return url, attributes, propagated
+    return attributes
 
 
 # The header names the default propagators (W3C trace context and baggage) read; with none
@@ -269,10 +284,16 @@ class ServerSpanMiddleware:
         if kind not in ("http", "websocket") or not is_http_instrumentation_enabled():
             await self.app(scope, receive, send)
             return
-        url, attributes, propagated = request_attributes(scope)
+        url, hosts, agent, propagated = _scan(scope)
         if self.excluded.url_disabled(url):
             await self.app(scope, receive, send)
             return
+        # A span nothing will receive (`otel_exporter=none`, no processor, no sampled
+        # trace from upstream: `tracing.RecordWhenReceived`) is not recorded and its
+        # attributes would be dropped unread: they are not built (issue 11).
+        attributes = (
+            _attributes(scope, url, hosts, agent) if propagated or spans_recorded() else None
+        )
         if trace.get_current_span() is trace.INVALID_SPAN:
             parent = self._parent(scope, propagated)
             span_kind = SpanKind.SERVER

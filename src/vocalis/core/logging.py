@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from opentelemetry import trace
@@ -173,11 +173,47 @@ class _Dumps:
         return encoder.encode(obj)
 
 
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's `ProcessorFormatter`, rendering a structlog line without its detours.
+
+    For a record made by `wrap_for_formatter` (a structlog logger's line), the base class
+    copies the whole record (so that other handlers see the original), wraps the event dict
+    with two meta fields only to delete them, puts the rendered text in the copy and runs
+    `logging.Formatter.format` over it, which with the default `%(message)s` format and no
+    exception or stack on the record (structlog has already rendered those into the event)
+    returns that text unchanged. Here the event dict is copied, its processors run and
+    their text returned: the same line, the record untouched, ~1/5 of a line's CPU less
+    (issue 11). Every other record (the standard library's) takes the base class's way."""
+
+    def __init__(self, *, line: list[Processor], foreign_pre_chain: list[Processor]) -> None:
+        super().__init__(
+            foreign_pre_chain=foreign_pre_chain,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *line],
+        )
+        self._line = tuple(line)
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = record.msg
+        name = getattr(record, "_name", None)
+        if (
+            type(event) is not dict
+            or name is None
+            or record.exc_info
+            or record.stack_info
+            or self._fmt != "%(message)s"
+        ):
+            return super().format(record)
+        logger = self.logger if self.logger is not None else getattr(record, "_logger", None)
+        rendered: Any = event.copy()
+        for processor in self._line:
+            rendered = processor(logger, name, rendered)
+        return cast(str, rendered)
+
+
 def _formatter(settings: Settings, stream: TextIO) -> structlog.stdlib.ProcessorFormatter:
-    return structlog.stdlib.ProcessorFormatter(
+    return _Formatter(
         foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *_shared_processors()],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        line=[
             redaction_processor(pii=settings.redact_pii),
             _order_fields,
             _renderer(settings, stream),

@@ -168,12 +168,13 @@ class RequestContextMiddleware:
                 response_started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
-                extra = scope.get("state", {}).get("rate_limit_headers") or {}
-                headers.extend(
-                    (k.lower().encode(), v.encode())
-                    for k, v in extra.items()
-                    if all(h[0] != k.lower().encode() for h in headers)
-                )
+                extra = scope.get("state", {}).get("rate_limit_headers")
+                if extra:  # the limiter's, unless the response set its own
+                    present = {name for name, _ in headers}
+                    for key, value in extra.items():
+                        name = key.lower().encode()
+                        if name not in present:
+                            headers.append((name, value.encode()))
                 message["headers"] = headers
             await send(message)
 
