@@ -481,3 +481,49 @@ def test_a_structlog_line_is_what_structlogs_formatter_writes_and_the_record_sta
         line = json.loads(base)
         assert line["request_id"] == "r1" and line["org_id"] == "org_1"
         assert list(line)[:4] == ["timestamp", "level", "logger", "event"]
+
+
+def test_with_only_our_handler_a_line_is_written_without_a_log_record(
+    configure: Configure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = configure()
+    root = logging.getLogger()
+    # pytest's own capture handlers stand aside: ours is then the only one on the way.
+    monkeypatch.setattr(
+        root, "handlers", [h for h in root.handlers if hasattr(h, "_vocalis_handler")]
+    )
+    made: list[logging.LogRecord] = []
+    make = logging.Logger.makeRecord
+
+    def counting(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(self, *args, **kwargs)
+        made.append(record)
+        return record
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", counting)
+    bind_context(request_id=OwnText("r1"))
+    log = get_logger("vocalis.direct")
+    log.info("direct", note="mail ada@example.com", status=200)
+    assert made == []  # straight to our handler
+    keep = _Keep()
+    logging.getLogger("vocalis").addHandler(keep)  # another handler on the way: a record
+    try:
+        log.info("direct", note="mail ada@example.com", status=200)
+    finally:
+        logging.getLogger("vocalis").removeHandler(keep)
+    assert len(made) == 1 and len(keep.records) == 1
+    log.debug("below the level")  # dropped either way
+    fast, slow = lines(stream)
+    assert fast.pop("timestamp") and slow.pop("timestamp")
+    assert (
+        fast
+        == slow
+        == {
+            "level": "info",
+            "logger": "vocalis.direct",
+            "event": "direct",
+            "note": "mail [EMAIL]",
+            "status": 200,
+            "request_id": "r1",
+        }
+    )

@@ -204,9 +204,13 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         ):
             return super().format(record)
         logger = self.logger if self.logger is not None else getattr(record, "_logger", None)
-        rendered: Any = event.copy()
+        return self.render(event.copy(), name, logger)
+
+    def render(self, event: EventDict, method_name: str, logger: Any) -> str:
+        """The line of a structlog event (consumed: the processors change it)."""
+        rendered: Any = event
         for processor in self._line:
-            rendered = processor(logger, name, rendered)
+            rendered = processor(logger, method_name, rendered)
         return cast(str, rendered)
 
 
@@ -221,19 +225,120 @@ def _formatter(settings: Settings, stream: TextIO) -> structlog.stdlib.Processor
     )
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever `sys.stderr` is when a line is emitted, not when configured.
+class _LineHandler(logging.StreamHandler):
+    """The root handler `configure_logging` installs: one line per record on its stream
+    (standard error by default: whatever `sys.stderr` is when a line is written, not when
+    configured — test runners and process managers swap it, and a handler holding the old
+    object would write into a closed stream)."""
 
-    Test runners and process managers swap `sys.stderr`; a handler holding the old object
-    would write into a closed stream.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._stderr = stream is None
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr  # `handle` holds the handler's lock around `emit`
+        if self._stderr:
+            self.stream = sys.stderr  # `handle` holds the handler's lock around `emit`
         super().emit(record)
+
+    def write_event(self, event: EventDict, method_name: str, logger: logging.Logger) -> None:
+        """Write a structlog event's line as `emit` would write its record's."""
+        formatter = cast(_Formatter, self.formatter)
+        try:
+            line = formatter.render(event, method_name, logger) + self.terminator
+            with self.lock:  # type: ignore[union-attr]
+                if self._stderr:
+                    self.stream = sys.stderr
+                self.stream.write(line)
+                self.flush()
+        except RecursionError:  # as StreamHandler.emit
+            raise
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": event, "name": logger.name}))
+
+
+# structlog's method names and their standard-library levels.
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+def _sole_handler(logger: logging.Logger, level: int) -> _LineHandler | None:
+    """Our root handler when a record of `logger` at `level` would reach it and nothing
+    else: no handler on the way up, no filter, propagation all the way, our formatter."""
+    if logger.disabled or logger.filters or not logger.isEnabledFor(level):
+        return None
+    current = logger
+    while current.parent is not None:
+        if current.handlers or not current.propagate:
+            return None
+        current = current.parent
+    handlers = current.handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if (
+        type(handler) is not _LineHandler
+        or handler.filters
+        or level < handler.level
+        or type(handler.formatter) is not _Formatter
+        or handler.formatter._fmt != "%(message)s"
+    ):
+        return None
+    return handler
+
+
+_PLAIN_LOGGERS: dict[type, bool] = {}
+
+
+def _plain_logger(kind: type) -> bool:
+    """A `logging.Logger` (structlog's subclass included) that hands a record to its
+    handlers the standard way."""
+    plain = _PLAIN_LOGGERS.get(kind)
+    if plain is None:
+        plain = _PLAIN_LOGGERS[kind] = issubclass(kind, logging.Logger) and all(
+            getattr(kind, name) is getattr(logging.Logger, name)
+            for name in ("handle", "callHandlers", "_log", "makeRecord", "filter")
+        )
+    return plain
+
+
+class _BoundLogger(structlog.stdlib.BoundLogger):
+    """structlog's standard-library bound logger, writing a line straight to our handler
+    when it is the only thing the record would reach (the configuration `configure_logging`
+    makes): the same line, without building a `LogRecord` and walking the logging
+    module's handler chain for it, ~40 % of a line's CPU (issue 11). Any other handler or
+    filter on the way (a test's capture, a file handler someone added) gets the record as
+    before."""
+
+    def _proxy_to_logger(
+        self, method_name: str, event: str | None = None, *event_args: str, **event_kw: Any
+    ) -> Any:
+        if event_args:
+            event_kw["positional_args"] = event_args
+        try:
+            args, kw = self._process_event(method_name, event, event_kw)
+        except structlog.DropEvent:
+            return None
+        logger = self._logger
+        level = _METHOD_LEVELS.get(method_name)
+        if (
+            level is not None
+            and _plain_logger(type(logger))
+            and len(args) == 1
+            and type(args[0]) is dict
+        ):
+            handler = _sole_handler(logger, level)
+            if handler is not None:
+                handler.write_event(args[0], method_name, logger)
+                return None
+        return getattr(logger, method_name)(*args, **kw)
 
 
 def _is_plain_console_handler(handler: logging.Handler) -> bool:
@@ -275,9 +380,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     standard error, keeping standard output free for commands' own output.
     """
     target = stream if stream is not None else sys.stderr
-    handler: logging.Handler = (
-        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
-    )
+    handler = _LineHandler(stream)
     handler.setFormatter(_formatter(settings, target))
     _install_root_handler(handler, settings.log_level)
     logging.captureWarnings(True)
@@ -297,7 +400,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         ],
         context_class=dict,
         logger_factory=_LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=_BoundLogger,
         # Module-level loggers are created before configuration; caching would pin them to
         # whichever configuration they first saw.
         cache_logger_on_first_use=False,
