@@ -8,7 +8,7 @@ Precedence, highest first: an organisation override, a deployment override
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
@@ -118,17 +118,25 @@ def _is_kind(value: object, kind: type) -> bool:
 
 def flag_value(flag: Flag[T], org_id: str | None = None) -> T:
     """The value of a flag, for an organisation when given; the one way to read a flag."""
-    ctx = EvaluationContext(targeting_key=org_id) if org_id else None
+    value: Any
     if (
         api.provider_registry.get_default_provider() is _provider
         and not api.get_hooks()
         and not api.get_evaluation_context().attributes
     ):
         # Our own in-memory provider and no hooks: resolve directly, without the client's
-        # per-call machinery (it runs on every request: the rate-limit flag).
-        value: Any = _provider._resolve(flag.key, flag.default, ctx).value
-        if _is_kind(value, flag.kind):
-            return value
+        # per-call machinery or even an evaluation context (it runs on every request: the
+        # rate-limit flag); the same value `_resolve` gives.
+        key = flag.key
+        if org_id and (org_id, key) in _provider.org_overrides:
+            value = _provider.org_overrides[(org_id, key)]
+        elif key in _provider.deployment:
+            value = flag.kind(_provider.deployment[key])
+        else:
+            value = flag.default
+        if key in FLAGS and _is_kind(value, flag.kind):
+            return cast(T, value)
+    ctx = EvaluationContext(targeting_key=org_id) if org_id else None
     client = api.get_client("vocalis")
     if flag.kind is bool:
         value = client.get_boolean_value(flag.key, flag.default, ctx)  # type: ignore[arg-type]
