@@ -68,3 +68,32 @@ def test_a_session_route_resolves_one_dependency_for_its_session() -> None:
     assert session.dependencies == []
     assert session.request_param_name == "request"
     assert session.scope == "function"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"authorization", b"Bearer vk_abc")],
+        [(b"authorization", b"bearer   vk_abc  ")],
+        [(b"authorization", b"BEARER vk_abc")],
+        [(b"authorization", b"Basic dXNlcjpwYXNz")],
+        [(b"authorization", b"Bearer")],
+        [(b"authorization", b"Bearer ")],
+        [(b"authorization", b"vk_abc")],
+        [(b"authorization", b"")],
+        [(b"authorization", b"Bearer first"), (b"authorization", b"Bearer second")],
+        [(b"x-other", b"Bearer vk_abc"), (b"authorization", b"Bearer caf\xe9")],
+    ],
+)
+async def test_the_token_read_is_what_fastapis_http_bearer_reads(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    from fastapi.security import HTTPBearer
+    from starlette.requests import Request
+
+    from vocalis.core.security import bearer_token
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
+    theirs = await HTTPBearer(auto_error=False)(Request(scope))
+    assert bearer_token(scope) == (theirs.credentials if theirs is not None else None)

@@ -22,8 +22,9 @@ from typing import Any, Protocol, get_type_hints
 
 import structlog
 from fastapi import Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from fastapi.security import HTTPBearer, SecurityScopes
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from vocalis.core import errors
 from vocalis.core.auth_throttle import AuthThrottle
@@ -195,10 +196,10 @@ async def _mark_used(request: Request, key_id: str) -> None:
 async def _authenticate(
     security_scopes: SecurityScopes,
     request: Request,
-    credentials: HTTPAuthorizationCredentials | None,
+    token: str | None,
 ) -> Principal:
     """Resolve the bearer key, check its scopes, apply the rate limit."""
-    if credentials is None or not credentials.credentials:
+    if not token:
         raise _unauthorised(
             errors.AUTH_MISSING, "missing", "Send `Authorization: Bearer <api key>`."
         )
@@ -208,12 +209,12 @@ async def _authenticate(
     cached = getattr(keys, "cached", None)
     # A key the principal cache holds needs no lookup: the throttle is then checked in the
     # rate limiter's round trip, before any token is taken (one Redis call, not two).
-    key = cached(credentials.credentials) if cached is not None else None
+    key = cached(token) if cached is not None else None
     deferred = throttle if key is not None else None
     if key is None:
         if throttle is not None:
             await throttle.check(address)
-        key = await keys.active_key(credentials.credentials)
+        key = await keys.active_key(token)
     if key is None:
         if throttle is not None:
             await throttle.failed(address)
@@ -240,6 +241,18 @@ async def _authenticate(
     return principal
 
 
+def bearer_token(scope: Scope) -> str | None:
+    """What `HTTPBearer(auto_error=False)` reads, without building `request.headers` and a
+    credentials model for it: the first `Authorization` header's credentials when its
+    scheme is `Bearer` (any case), else None."""
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            scheme, _, param = value.decode("latin-1").partition(" ")
+            token = param.strip()
+            return token if scheme and token and scheme.lower() == "bearer" else None
+    return None
+
+
 class ApiKeyAuthentication(HTTPBearer):
     """The API key scheme (`Authorization: Bearer vk_…`) and the authentication it opens,
     as one dependency: FastAPI resolves one per request where it resolved two (the
@@ -250,8 +263,7 @@ class ApiKeyAuthentication(HTTPBearer):
         self, request: Request, security_scopes: SecurityScopes
     ) -> Principal:
         """The caller, authenticated, holding `security_scopes`, within its rate limit."""
-        credentials = await HTTPBearer.__call__(self, request)
-        return await _authenticate(security_scopes, request, credentials)
+        return await _authenticate(security_scopes, request, bearer_token(request.scope))
 
 
 # FastAPI reads a dependency object's parameter types from its signature without this
