@@ -527,3 +527,29 @@ def test_with_only_our_handler_a_line_is_written_without_a_log_record(
             "request_id": "r1",
         }
     )
+
+
+def test_the_request_line_is_what_the_logger_writes_and_a_capture_still_sees_it(
+    configure: Configure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structlog.testing import capture_logs
+
+    from vocalis.core.logging import RequestLog
+
+    stream = configure()
+    root = logging.getLogger()
+    monkeypatch.setattr(
+        root, "handlers", [h for h in root.handlers if hasattr(h, "_vocalis_handler")]
+    )
+    bind_context(request_id=OwnText("r1"), org_id="org_1")
+    fields = {"method": "GET", "route": "/v1/org", "status": 200, "note": "ada@example.com"}
+    RequestLog("vocalis.http").info("http_request", **fields)  # one step
+    get_logger("vocalis.http").info("http_request", **fields)  # the ordinary way
+    with capture_logs() as captured:  # another configuration: the ordinary way, captured
+        RequestLog("vocalis.http").info("http_request", **fields)
+    assert [c["event"] for c in captured] == ["http_request"]
+    direct, ordinary = lines(stream)
+    assert direct.pop("timestamp") and ordinary.pop("timestamp")
+    assert direct == ordinary
+    assert list(direct)[:3] == ["level", "logger", "event"]
+    assert direct["note"] == "[EMAIL]" and direct["org_id"] == "org_1"

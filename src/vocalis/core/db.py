@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from queue import SimpleQueue
-from typing import Any, Generic, TypeVar, Unpack, cast
+from typing import Any, Generic, TypeVar, cast
 
 from opentelemetry import trace
 from sqlalchemy import (
@@ -293,7 +293,7 @@ class RowQuery(Generic[R]):
     result, events: ~2/3 of a one-row read's CPU (issue 11). Under a recording span it runs
     through the engine, so the statement keeps its client span."""
 
-    def __init__(self, statement: Select[Unpack[tuple[Any, ...]]], row: type[R]) -> None:
+    def __init__(self, statement: Select[*tuple[Any, ...]], row: type[R]) -> None:
         columns = list(statement.selected_columns)
         fields = getattr(row, "_fields", None)
         if fields is None or len(fields) != len(columns):

@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vocalis.core import errors, jsonguard
-from vocalis.core.logging import OwnText
+from vocalis.core.logging import OwnText, RequestLog
 from vocalis.core.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
 from vocalis.core.problems import PROBLEM_MEDIA_TYPE, problem_body, problem_response
 from vocalis.core.tracing import current_trace_id
 
 log = structlog.get_logger("vocalis.http")
+access = RequestLog("vocalis.http")  # the line of every request (one step when it can)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -240,7 +241,7 @@ class RequestContextMiddleware:
             route = _route_template(scope)
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_LATENCY.labels(method, route, str(status)).observe(elapsed)
-            log.info(
+            access.info(
                 "http_request",
                 method=method,
                 route=route,
