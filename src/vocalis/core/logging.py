@@ -392,6 +392,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     logging.logProcesses = False
     logging.logMultiprocessing = False
     global _STANDARD
+    factory = _LoggerFactory()
     chain: list[Processor] = [
         structlog.stdlib.filter_by_level,
         *_shared_processors(),
@@ -415,11 +416,12 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
             )
             and p is not structlog.processors.format_exc_info
         ),
+        factory,
     )
     structlog.configure(
         processors=chain,
         context_class=dict,
-        logger_factory=_LoggerFactory(),
+        logger_factory=factory,
         wrapper_class=_BoundLogger,
         # Module-level loggers are created before configuration; caching would pin them to
         # whichever configuration they first saw.
@@ -428,9 +430,19 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
 
 
 # The processors `configure_logging` installed, and the part of them a plain event needs.
-_STANDARD: tuple[list[Processor], tuple[Processor, ...]] | None = None
+_STANDARD: tuple[list[Processor], tuple[Processor, ...], Any] | None = None
 # Fields that need the processors `RequestLog` skips.
 _SPECIAL_FIELDS = frozenset({"stack_info", "exc_info", "positional_args"})
+
+
+def _as_configured(standard: tuple[list[Processor], tuple[Processor, ...], Any]) -> bool:
+    """Whether structlog's configuration is still what `configure_logging` made."""
+    config = structlog.get_config()
+    return bool(
+        config["logger_factory"] is standard[2]
+        and config["wrapper_class"] is _BoundLogger
+        and config["processors"] == standard[0]
+    )
 
 
 class RequestLog:
@@ -451,11 +463,7 @@ class RequestLog:
     def info(self, event: str, **fields: Any) -> None:
         """Log `event` with `fields` at info level."""
         standard = _STANDARD
-        if (
-            standard is not None
-            and structlog.get_config()["processors"] == standard[0]
-            and _SPECIAL_FIELDS.isdisjoint(fields)
-        ):
+        if standard is not None and _SPECIAL_FIELDS.isdisjoint(fields) and _as_configured(standard):
             logger = self._logger
             if logger is None:
                 logger = self._logger = logging.getLogger(self.name)
