@@ -247,23 +247,15 @@ async def test_the_organisation_read_sees_a_change_committed_elsewhere_at_once(
 async def test_the_organisation_read_is_a_client_span_of_the_request(api: Api) -> None:
     """The one-hop read still has its SQL client span, a child of the request's span (the
     request's context travels to the reader's thread)."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    try:
+    from tests.fixtures.spans import collect_spans
+
+    with collect_spans(InMemorySpanExporter()) as exporter:
         acme = await api.tenant("Acme")
         exporter.clear()
         assert (await api.client.get("/v1/org", headers=acme.headers)).status_code == 200
-    finally:
-        processor.shutdown()  # stops exporting; the provider keeps it, inert
-    spans = exporter.get_finished_spans()
+        spans = exporter.get_finished_spans()
     [request] = [s for s in spans if s.name == "GET /v1/org"]
     reads = [
         s

@@ -7,13 +7,11 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from tests.fixtures.spans import collect_spans
 from tests.telephony.carrier import ULAW, inbound_call
 from tests.telephony.conftest import CALLER, PhoneServer
 from tests.voice.helpers import silence_in, speech
@@ -23,13 +21,9 @@ _exporter = InMemorySpanExporter()
 
 
 @pytest.fixture(scope="module")
-def _span_exporter() -> InMemorySpanExporter:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    return _exporter
+def _span_exporter() -> Iterator[InMemorySpanExporter]:
+    with collect_spans(_exporter):
+        yield _exporter
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.fixtures.spans import collect_spans
 from tests.voice.helpers import VoiceServer, ask_spoken_questions, raw_pcm_call
 from vocalis.adapters.espeak_tts import EspeakTTS
 
@@ -18,13 +17,9 @@ _exporter = InMemorySpanExporter()
 
 
 @pytest.fixture(scope="module")
-def _span_exporter() -> InMemorySpanExporter:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    return _exporter
+def _span_exporter() -> Iterator[InMemorySpanExporter]:
+    with collect_spans(_exporter):
+        yield _exporter
 
 
 @pytest.fixture

@@ -9,11 +9,9 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.fixtures.spans import collect_spans
 from vocalis.agents.graph import AgentContext, AgentSpec, TurnLimits, build_agent_graph
 from vocalis.agents.tools.base import build_toolbox
 from vocalis.ports.llm import (
@@ -147,13 +145,9 @@ _exporter = InMemorySpanExporter()
 
 
 @pytest.fixture(scope="session")
-def _span_exporter() -> InMemorySpanExporter:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    return _exporter
+def _span_exporter() -> Iterator[InMemorySpanExporter]:
+    with collect_spans(_exporter):
+        yield _exporter
 
 
 @pytest.fixture
