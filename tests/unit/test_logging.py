@@ -483,15 +483,26 @@ def test_a_structlog_line_is_what_structlogs_formatter_writes_and_the_record_sta
         assert list(line)[:4] == ["timestamp", "level", "logger", "event"]
 
 
+@pytest.fixture
+def only_ours(configure: Configure, monkeypatch: pytest.MonkeyPatch) -> Configure:
+    """`configure`, with pytest's own capture handlers set aside: ours is then the only
+    handler a line reaches."""
+
+    def _configure(**overrides: Any) -> io.StringIO:
+        stream = configure(**overrides)
+        root = logging.getLogger()
+        monkeypatch.setattr(
+            root, "handlers", [h for h in root.handlers if hasattr(h, "_vocalis_handler")]
+        )
+        return stream
+
+    return _configure
+
+
 def test_with_only_our_handler_a_line_is_written_without_a_log_record(
-    configure: Configure, monkeypatch: pytest.MonkeyPatch
+    only_ours: Configure, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stream = configure()
-    root = logging.getLogger()
-    # pytest's own capture handlers stand aside: ours is then the only one on the way.
-    monkeypatch.setattr(
-        root, "handlers", [h for h in root.handlers if hasattr(h, "_vocalis_handler")]
-    )
+    stream = only_ours()
     made: list[logging.LogRecord] = []
     make = logging.Logger.makeRecord
 
@@ -530,17 +541,13 @@ def test_with_only_our_handler_a_line_is_written_without_a_log_record(
 
 
 def test_the_request_line_is_what_the_logger_writes_and_a_capture_still_sees_it(
-    configure: Configure, monkeypatch: pytest.MonkeyPatch
+    only_ours: Configure,
 ) -> None:
     from structlog.testing import capture_logs
 
     from vocalis.core.logging import RequestLog
 
-    stream = configure()
-    root = logging.getLogger()
-    monkeypatch.setattr(
-        root, "handlers", [h for h in root.handlers if hasattr(h, "_vocalis_handler")]
-    )
+    stream = only_ours()
     bind_context(request_id=OwnText("r1"), org_id="org_1")
     fields = {"method": "GET", "route": "/v1/org", "status": 200, "note": "ada@example.com"}
     RequestLog("vocalis.http").info("http_request", **fields)  # one step
